@@ -1,0 +1,63 @@
+"""ACS-GN: the gate network of Adaptive Channel Skipping."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+from torch import Tensor, nn
+
+from acs.cost import conv_output_size, layer_macs
+from acs.gates.base import Gate, register_gate
+from acs.ops import DGConv2d, binarize_ste
+
+
+@register_gate("acs")
+class ACSGate(Gate):
+    """``1×1 conv (C_in→w, stride 2) → DGConv 3×3 (w→w, stride 2) → BN → ReLU → DGConv 3×3 (w→w)
+    → global average pool → 1×1 conv with bias (w→k) → sigmoid → 0.5 threshold (straight-through)``.
+
+    ``conv="dense"`` uses plain 3×3 convolutions instead of DGConv2d (the ACS-DG ablation).
+    ``init_keep`` is the initial keep probability: the output bias starts at its logit and the
+    output weights near zero, so every channel starts on the same side of the threshold.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        width: int = 32,
+        init_keep: float = 0.9,
+        conv: str = "dgconv",
+    ) -> None:
+        super().__init__(in_channels, out_channels)
+        if width < 1:
+            raise ValueError(f"gate width must be positive, got {width}")
+        if not 0.0 < init_keep < 1.0:
+            raise ValueError(f"gate init_keep must lie strictly between 0 and 1, got {init_keep}")
+        if conv not in ("dgconv", "dense"):
+            raise ValueError(f"gate conv must be 'dgconv' or 'dense', got '{conv}'")
+        conv3x3 = DGConv2d if conv == "dgconv" else nn.Conv2d
+        self.reduce = nn.Conv2d(in_channels, width, 1, stride=2, bias=False)
+        self.conv_a = conv3x3(width, width, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        self.conv_b = conv3x3(width, width, 3, stride=1, padding=1, bias=False)
+        self.head = nn.Conv2d(width, out_channels, 1, bias=True)
+        nn.init.normal_(self.head.weight, std=1e-2)
+        nn.init.constant_(self.head.bias, math.log(init_keep / (1.0 - init_keep)))
+
+    def probabilities(self, x: Tensor) -> Tensor:
+        """Soft keep probabilities (N × k) before thresholding."""
+        h = self.conv_a(self.reduce(x))
+        h = self.conv_b(self.bn(h).relu())
+        return self.head(h.mean((2, 3), keepdim=True)).flatten(1).sigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return binarize_ste(self.probabilities(x), 0.5)
+
+    def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
+        hw = conv_output_size(self.reduce, in_hw)
+        total = layer_macs(self.reduce, hw, live_in=live_in)
+        hw = conv_output_size(self.conv_a, hw)
+        total = total + layer_macs(self.conv_a, hw)
+        total = total + layer_macs(self.conv_b, conv_output_size(self.conv_b, hw))
+        return total + layer_macs(self.head)

@@ -1,0 +1,148 @@
+"""DenseNets for CIFAR-sized input, every dense layer gateable (ACS-GN)."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from acs.cost import MacMeter
+from acs.gates import GateSpec, create_gate, run_gate
+from acs.models.base import AcsModel
+from acs.models.layers import conv3x3, extend_live
+from acs.models.registry import register_model
+
+
+class DenseLayer(nn.Module):
+    """BN-ReLU-(1×1 bottleneck-BN-ReLU)-3×3 producing ``growth`` channels, multiplied by the
+    gate's keep-mask before they join the concatenation."""
+
+    def __init__(self, in_channels: int, growth: int, bottleneck: Optional[int], conv: str, gate: GateSpec):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(in_channels)
+        if bottleneck:
+            self.conv1 = nn.Conv2d(in_channels, bottleneck, 1, bias=False)
+            self.norm2 = nn.BatchNorm2d(bottleneck)
+        else:
+            self.conv1, self.norm2 = None, None
+        self.conv2 = conv3x3(conv, bottleneck or in_channels, growth)
+        self.gate = create_gate(gate, in_channels, growth)
+
+    def forward(self, x: Tensor, live: Optional[Tensor], meter: MacMeter) -> Tuple[Tensor, Optional[Tensor]]:
+        mask = run_gate(self.gate, x, meter, live)
+        h = self.norm1(x).relu()
+        live_mid = None
+        if self.conv1 is not None:
+            h = self.conv1(h)
+            # The bottleneck is needed as soon as one output channel is kept, and not at all otherwise.
+            if mask is not None:
+                live_mid = mask.amax(1, keepdim=True).expand(-1, self.conv1.out_channels)
+            meter.layer(self.conv1, h.shape[-2:], live_in=live, live_out=live_mid)
+            h = self.norm2(h).relu()
+        else:
+            live_mid = live
+        h = self.conv2(h)
+        meter.layer(self.conv2, h.shape[-2:], live_in=live_mid, live_out=mask)
+        if mask is not None:
+            h = h * mask.to(h.dtype)[:, :, None, None]
+        return h, mask
+
+
+class Transition(nn.Module):
+    """BN-ReLU-1×1 conv-2×2 average pool between dense blocks."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(in_channels)
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.pool = nn.AvgPool2d(2)
+
+    def forward(self, x: Tensor, live: Optional[Tensor], meter: MacMeter) -> Tensor:
+        h = self.conv(self.norm(x).relu())
+        meter.layer(self.conv, h.shape[-2:], live_in=live)
+        return self.pool(h)
+
+
+class DenseNet(AcsModel):
+    """DenseNet with a 3×3 stem (CIFAR-style), ``len(block_layers)`` dense blocks and transitions.
+
+    ``bottleneck`` (a multiple of ``growth_rate``, or ``None``) adds the 1×1 bottleneck of the
+    BC form; ``compression`` scales the channels at every transition. ``gate`` picks the gate of
+    every dense layer (``"none"`` gives the plain network); ``conv`` the kind of 3×3 convolution.
+    """
+
+    def __init__(
+        self,
+        growth_rate: int = 12,
+        block_layers: Sequence[int] = (12, 12, 12),
+        stem_channels: int = 16,
+        bottleneck: Optional[int] = None,
+        compression: float = 1.0,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        gate: GateSpec = "acs",
+        conv: str = "dense",
+    ):
+        super().__init__()
+        if not 0.0 < compression <= 1.0:
+            raise ValueError(f"compression must lie in (0, 1], got {compression}")
+        self.stem = nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False)
+        self.blocks = nn.ModuleList()
+        self.transitions = nn.ModuleList()
+        channels = stem_channels
+        width = bottleneck * growth_rate if bottleneck else None
+        for index, depth in enumerate(block_layers):
+            layers = nn.ModuleList()
+            for _ in range(depth):
+                layers.append(DenseLayer(channels, growth_rate, width, conv, gate))
+                channels += growth_rate
+            self.blocks.append(layers)
+            if index < len(block_layers) - 1:
+                out = int(channels * compression)
+                self.transitions.append(Transition(channels, out))
+                channels = out
+        self.norm = nn.BatchNorm2d(channels)
+        self.fc = nn.Linear(channels, num_classes)
+        self.num_features = channels
+
+    def run(self, x: Tensor, meter: MacMeter) -> Tuple[Tensor, List[Tensor]]:
+        x = self.stem(x)
+        meter.layer(self.stem, x.shape[-2:])
+        masks: List[Tensor] = []
+        live = None
+        for index, block in enumerate(self.blocks):
+            for layer in block:
+                new, mask = layer(x, live, meter)
+                live = extend_live(live, x.shape[1], mask, new.shape[1], new.shape[0])
+                x = torch.cat([x, new], 1)
+                if mask is not None:
+                    masks.append(mask)
+            if index < len(self.transitions):
+                x = self.transitions[index](x, live, meter)
+                live = None
+        x = self.norm(x).relu().mean((2, 3))
+        meter.layer(self.fc, live_in=live)
+        return self.fc(x), masks
+
+
+@register_model
+def densenet40(num_classes: int = 10, in_channels: int = 3, gate: GateSpec = "acs", conv: str = "dense") -> DenseNet:
+    """DenseNet (L=40, k=12) for CIFAR: 16-channel stem, three blocks of 12 layers, no bottleneck."""
+    return DenseNet(12, (12, 12, 12), 16, None, 1.0, num_classes, in_channels, gate, conv)
+
+
+@register_model
+def densenet41_acs(
+    num_classes: int = 10, in_channels: int = 3, gate: GateSpec = "acs", conv: str = "dgconv"
+) -> DenseNet:
+    """The ACS paper's DenseNet: 64-channel stem, growth 32, bottleneck 2k, blocks (6, 6, 6),
+    compression 0.5, DGConv2d 3×3 convolutions; with a 3×3 stem so that it runs on 32×32 input."""
+    return DenseNet(32, (6, 6, 6), 64, 2, 0.5, num_classes, in_channels, gate, conv)
+
+
+@register_model
+def densenet_bc100(
+    num_classes: int = 10, in_channels: int = 3, gate: GateSpec = "acs", conv: str = "dense"
+) -> DenseNet:
+    """DenseNet-BC (L=100, k=12): bottleneck 4k, compression 0.5, blocks (16, 16, 16)."""
+    return DenseNet(12, (16, 16, 16), 24, 4, 0.5, num_classes, in_channels, gate, conv)
