@@ -23,10 +23,15 @@ def list_models(pattern: str = "*") -> List[str]:
     return sorted(name for name in _MODELS if fnmatch.fnmatch(name, pattern))
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Builds the registered model ``name``; keyword arguments go to its factory."""
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The factory registered as ``name``."""
     if name not in _MODELS:
         close = difflib.get_close_matches(name, _MODELS, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(f"unknown model '{name}'{hint}; available: {', '.join(list_models())}")
-    return _MODELS[name](**kwargs)
+    return _MODELS[name]
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Builds the registered model ``name``; keyword arguments go to its factory."""
+    return model_entrypoint(name)(**kwargs)

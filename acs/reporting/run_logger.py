@@ -1,0 +1,134 @@
+"""Experiment loggers for the training loop: a no-op logger and a Weights & Biases logger.
+
+Logging is never allowed to kill training: every W&B failure becomes one warning and the logger
+carries on as a no-op.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+log = logging.getLogger(__name__)
+
+LOGGERS = ("none", "wandb")
+MODES = ("offline", "online", "disabled")
+
+
+class RunLogger:
+    """Logger interface; used as is, it is the no-op logger behind ``logger=none``."""
+
+    run_id: Optional[str] = None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+    def __enter__(self) -> "RunLogger":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        # A crashed run must still be closed (and marked failed) so its files are complete.
+        self.finish(exit_code=0 if exc_type is None else 1)
+        return False
+
+
+class WandbLogger(RunLogger):
+    """Wraps one W&B run; any W&B error turns the logger into a no-op after a warning."""
+
+    def __init__(self, run: Any) -> None:
+        self._run = run
+        self._logging = True  # False after a log error: the run is still finished at the end
+        self.run_id = run.id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        if self._run is None or not self._logging:
+            return
+        try:
+            # The run's own log, not wandb.log: with several live runs in one process the
+            # module-level call would write to whichever run was started last.
+            self._run.log(dict(metrics), step=step)
+        except Exception as err:  # noqa: BLE001 - logging must never stop training
+            self._logging = False
+            log.warning("W&B log failed (%s); W&B logging is off for the rest of this run", _one_line(err))
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        if self._run is None or not self._logging:
+            return
+        try:
+            self._run.summary.update(dict(summary))
+        except Exception as err:  # noqa: BLE001
+            log.warning("W&B summary update failed (%s)", _one_line(err))
+
+    def finish(self, exit_code: int = 0) -> None:
+        run, self._run = self._run, None  # cleared first so a second call does nothing
+        if run is None:
+            return
+        try:
+            run.finish(exit_code=exit_code)
+        except Exception as err:  # noqa: BLE001
+            log.warning("W&B finish failed (%s)", _one_line(err))
+
+
+def resolve_mode(options: Mapping[str, Any]) -> str:
+    """Explicit option, else the WANDB_MODE environment variable, else offline (no server needed)."""
+    mode = options.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+    if mode not in MODES:
+        raise ValueError(f"W&B mode {mode!r} is not one of {', '.join(MODES)}")
+    return mode
+
+
+def create_logger(
+    name: str,
+    options: Mapping[str, Any],
+    run_dir: Path,
+    config: Mapping[str, Any],
+    group: Optional[str] = None,
+    resume_id: Optional[str] = None,
+    run_name: Optional[str] = None,
+) -> RunLogger:
+    """Build the logger called ``name``; W&B problems degrade to the no-op logger with a warning."""
+    if name not in LOGGERS:
+        raise ValueError(f"unknown logger {name!r}; choices: {', '.join(LOGGERS)}")
+    if name == "none":
+        return RunLogger()
+    mode = resolve_mode(options)
+    if mode == "disabled":
+        # wandb's own disabled mode still touches the run folder; skipping it writes nothing.
+        return RunLogger()
+    try:
+        import wandb
+
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run = wandb.init(
+            project=options.get("project") or "acs",
+            entity=options.get("entity"),
+            mode=mode,
+            dir=str(run_dir),
+            config=dict(config),
+            group=group,
+            name=run_name,
+            job_type="train",
+            tags=list(options.get("tags") or []) or None,
+            notes=options.get("notes"),
+            id=resume_id,
+            resume="allow" if resume_id else None,
+            # Each logger owns its run: Hydra multirun jobs (and tests) start several per process.
+            reinit="create_new",
+        )
+    except Exception as err:  # noqa: BLE001 - includes ImportError and wandb.errors.UsageError
+        log.warning("W&B init failed (%s); continuing without W&B logging", _one_line(err))
+        return RunLogger()
+    return WandbLogger(run)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

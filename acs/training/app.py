@@ -1,0 +1,34 @@
+"""What run.py does with a composed config, by ``mode``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig
+
+from acs.data import DatasetNotFoundError
+from acs.training.checkpoint import CheckpointError
+from acs.training.config import ConfigError, validate
+from acs.training.engine import TrainingDiverged
+
+# Failures that are the user's input or environment, reported as one line rather than a traceback.
+USER_ERRORS = (ConfigError, DatasetNotFoundError, CheckpointError, TrainingDiverged)
+
+
+def execute(cfg: DictConfig, output_dir: str, overrides: List[str], multirun: bool = False) -> Optional[Dict[str, Any]]:
+    """Runs ``cfg.mode`` into ``output_dir``; returns the summary."""
+    validate(cfg)  # sweeps reach here with values the start-of-sweep check has not seen
+    run_dir = Path(output_dir)
+    group = "/".join(run_dir.parent.parts[-2:]) if multirun else None
+    if cfg.mode == "train":
+        from acs.training.runner import train
+
+        return train(cfg, run_dir, overrides, group)
+    if cfg.mode == "eval":
+        from acs.training.runner import evaluate_checkpoint
+
+        return evaluate_checkpoint(cfg, run_dir, overrides)
+    from acs.training.benchmark import benchmark
+
+    return benchmark(cfg, run_dir, overrides)

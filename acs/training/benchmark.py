@@ -1,0 +1,119 @@
+"""``mode=benchmark``: images/s of training steps and inference, and batch-1 latency, for the
+configured model and its ungated twin, on random input of the dataset's shape."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from acs.data import dataset_info
+from acs.training.builders import build_model, seed_everything, select_device
+from acs.training.engine import StepContext
+from acs.training.files import write_json
+
+log = logging.getLogger(__name__)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, warmup: int, steps: int, device: torch.device) -> List[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        tic = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - tic)
+    return times
+
+
+def measure(model: nn.Module, input_size, batch: int, ctx: StepContext, warmup: int, steps: int) -> Dict[str, float]:
+    """Median-based throughput (images/s) of a training step and of inference, and batch-1 latency."""
+    images = torch.randn(batch, *input_size)
+    images, target = ctx.to_device(images, torch.zeros(batch, dtype=torch.long))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+
+    def train_step():
+        with ctx.autocast():
+            out = model(images)
+        loss = F.cross_entropy(out.logits.float(), target) + 1e-12 * out.macs.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def infer(x):
+        with torch.no_grad(), ctx.autocast():
+            model(x)
+
+    model.train()
+    train_times = _timed(train_step, warmup, steps, ctx.device)
+    model.eval()
+    eval_times = _timed(lambda: infer(images), warmup, steps, ctx.device)
+    latency = _timed(lambda: infer(images[:1]), warmup, steps, ctx.device)
+    with torch.no_grad():
+        macs = model(images).macs.float().mean().item()
+    return {
+        "train_images_per_s": batch / statistics.median(train_times),
+        "eval_images_per_s": batch / statistics.median(eval_times),
+        "latency_ms_batch1": 1000 * statistics.median(latency),
+        "macs": macs,
+    }
+
+
+def benchmark(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
+    seed_everything(cfg.seed)
+    device = select_device(cfg.trainer.device)
+    info = dataset_info(cfg.dataset.name, **OmegaConf.to_container(cfg.dataset.options, resolve=True))
+    batch = cfg.benchmark.batch_size or cfg.dataset.batch_size
+    ctx = StepContext(device, cfg.trainer.precision, cfg.trainer.channels_last, progress=False)
+    rows = {}
+    variants = {"configured": cfg.gate, "ungated": OmegaConf.create({"name": "none"})}
+    for label, gate in variants.items():
+        model = build_model(cfg.model, gate, info.num_classes, info.in_channels).to(device)
+        if cfg.trainer.channels_last:
+            model.to(memory_format=torch.channels_last)
+        row = measure(model, info.input_size, batch, ctx, cfg.benchmark.warmup, cfg.benchmark.steps)
+        row["compute_ratio"] = row["macs"] / model.dense_macs(info.input_size)
+        rows[label] = row
+    ratios = {
+        key: rows["configured"][key] / rows["ungated"][key]
+        for key in ("train_images_per_s", "eval_images_per_s", "latency_ms_batch1", "macs")
+    }
+    result = {
+        "model": cfg.model.name,
+        "gate": cfg.gate.name,
+        "device": str(device),
+        "batch_size": batch,
+        "input_size": list(info.input_size),
+        "results": rows,
+        "configured_over_ungated": ratios,
+    }
+    lines = [f"{'':12s} {'train img/s':>12s} {'eval img/s':>12s} {'latency ms':>11s} {'MMACs':>9s} {'compute':>8s}"]
+    for label, row in rows.items():
+        lines.append(
+            f"{label:12s} {row['train_images_per_s']:12.1f} {row['eval_images_per_s']:12.1f} "
+            f"{row['latency_ms_batch1']:11.2f} {row['macs'] / 1e6:9.2f} {100 * row['compute_ratio']:7.1f}%"
+        )
+    lines.append(
+        f"{'ratio':12s} {ratios['train_images_per_s']:12.3f} {ratios['eval_images_per_s']:12.3f} "
+        f"{ratios['latency_ms_batch1']:11.3f} {ratios['macs']:9.3f}"
+    )
+    print("\n".join(lines))
+    write_json(Path(run_dir) / "benchmark.json", result)
+    write_json(
+        Path(run_dir) / "summary.json", {"status": "completed", "mode": "benchmark", "overrides": overrides, **result}
+    )
+    return result

@@ -1,0 +1,81 @@
+"""Turning config sections into the objects a run needs: device, seeds, data, model."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from acs.data import Loaders, build_loaders
+from acs.models import model_entrypoint
+from acs.training.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = torch.cuda.is_available()
+
+
+def build_data(cfg: DictConfig, seed: int) -> Loaders:
+    return build_loaders(
+        cfg.name,
+        root=cfg.root,
+        batch_size=cfg.batch_size,
+        eval_batch_size=cfg.eval_batch_size,
+        num_workers=cfg.num_workers,
+        download=cfg.download,
+        subset=cfg.subset,
+        val_split=cfg.val_split,
+        seed=seed,
+        augment=cfg.augment,
+        **OmegaConf.to_container(cfg.options, resolve=True),
+    )
+
+
+def build_model(model_cfg: DictConfig, gate_cfg: DictConfig, num_classes: int, in_channels: int) -> nn.Module:
+    """The registry model that ``model_cfg`` names, sized for the data, gated as ``gate_cfg`` says.
+
+    Options a model family does not have are config errors, not silently dropped arguments.
+    """
+    factory = model_entrypoint(model_cfg.name)
+    accepted = inspect.signature(factory).parameters
+    kwargs = {"num_classes": num_classes, "in_channels": in_channels}
+    gate = OmegaConf.to_container(gate_cfg, resolve=True)
+    if "gate" in accepted:
+        kwargs["gate"] = gate
+    elif gate["name"] != "none":
+        raise ConfigError(f"model {model_cfg.name} has no per-sample gates; run it with gate=none")
+    if model_cfg.conv is not None:
+        if "conv" not in accepted:
+            raise ConfigError(f"model {model_cfg.name} has no model.conv option")
+        kwargs["conv"] = model_cfg.conv
+    if model_cfg.pretrained:
+        if "pretrained" not in accepted:
+            raise ConfigError(f"model {model_cfg.name} has no pretrained weights")
+        kwargs["pretrained"] = True
+    try:
+        return factory(**kwargs)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error

@@ -1,0 +1,82 @@
+"""Checkpoints: plain tensors and primitives, written atomically, loaded with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from acs.training.files import atomic_write
+
+FORMAT = "acs-checkpoint-1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or made for another model; one clear line."""
+
+
+def save_checkpoint(path: Union[str, Path], state: Dict[str, Any]) -> None:
+    """Writes ``state`` to ``path`` atomically: a crash leaves the previous checkpoint intact."""
+    atomic_write(path, lambda file: torch.save({"format": FORMAT, **state}, file))
+
+
+def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the file is corrupt, truncated or not a PyTorch checkpoint"
+        ) from error
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an ACS checkpoint (no '{FORMAT}' marker)")
+    return state
+
+
+def load_model_state(model: nn.Module, state: Dict[str, Any], model_name: str, path: Union[str, Path]) -> None:
+    """Strict load; a checkpoint of another model or shape is one clear error, not a partial load."""
+    saved_name = state.get("model_name")
+    if saved_name != model_name:
+        raise CheckpointError(f"{path} holds a '{saved_name}' model, but this run builds '{model_name}'")
+    own = model.state_dict()
+    weights = state["model"]
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", wrong))
+            if keys
+        )
+        raise CheckpointError(f"{path} does not fit this {model_name} ({detail})")
+    model.load_state_dict(weights)
+
+
+def rng_state() -> Dict[str, Any]:
+    """Every random generator a run draws from, as tensors and primitives."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: Dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

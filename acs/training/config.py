@@ -1,0 +1,193 @@
+"""The structured config schema (types, via Hydra's ConfigStore) and the value checks.
+
+Types are enforced by OmegaConf when the config is composed; :func:`validate` checks values and
+names, so that a bad run stops with one clear line before it writes anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+MODES = ("train", "eval", "benchmark")
+LOSSES = ("xent", "adjust")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("multistep", "step", "cosine", "linear", "constant")
+REGULARIZERS = ("flops", "none")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("bf16", "fp16", "fp32")
+LOGGERS = ("wandb", "none")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message is one line naming the key."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "densenet40"
+    conv: Optional[str] = None  # kind of 3×3 conv where the model offers one (dense, dgconv); None = its default
+    pretrained: bool = False
+
+
+@dataclass
+class GateConfig:
+    name: str = "acs"
+    width: int = 32
+    init_keep: float = 0.9
+    conv: str = "dgconv"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "cifar10"
+    root: Optional[str] = None  # None: $ACS_DATA, else ./data
+    download: bool = True
+    batch_size: int = 64
+    eval_batch_size: Optional[int] = None
+    num_workers: int = 4
+    subset: Optional[int] = None
+    val_split: float = 0.0
+    augment: bool = True
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "multistep"
+    milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of max_epochs
+    step_size: int = 30  # epochs, for name=step
+    gamma: float = 0.1
+    final_factor: float = 0.0  # cosine/linear: lr at the end as a fraction of the initial lr
+
+
+@dataclass
+class RegularizerConfig:
+    name: str = "flops"
+    beta: float = 0.5
+    minimum: float = 50.0  # target compute, % of the dense model's MACs
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 300
+    device: str = "auto"
+    precision: str = "bf16"  # autocast dtype on CUDA; CPU runs in fp32
+    channels_last: bool = False
+    grad_clip: Optional[float] = None
+    deterministic: bool = False
+    progress: bool = True
+
+
+@dataclass
+class BenchmarkConfig:
+    warmup: int = 3
+    steps: int = 10
+    batch_size: Optional[int] = None  # None: dataset.batch_size
+
+
+@dataclass
+class WandbConfig:
+    project: str = "acs"
+    entity: Optional[str] = None
+    mode: Optional[str] = None  # None: $WANDB_MODE, else offline
+    tags: List[str] = field(default_factory=list)
+    notes: Optional[str] = None
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    mode: str = "train"
+    loss: str = "xent"
+    seed: int = 0
+    ckpt_path: Optional[str] = None
+    resume: bool = False
+    name: Optional[str] = None  # run name shown in W&B; None: derived from the overrides
+
+
+def register_schema() -> None:
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+def _choice(value: Any, key: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(map(str, choices))}")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raises :class:`ConfigError` on the first bad value; names come from the live registries."""
+    from acs.data import list_datasets
+    from acs.gates import list_gates
+    from acs.models import list_models
+
+    _choice(cfg.mode, "mode", MODES)
+    _choice(cfg.loss, "loss", LOSSES)
+    _choice(cfg.model.name, "model.name", list_models())
+    _choice(cfg.gate.name, "gate.name", list_gates())
+    _choice(cfg.dataset.name, "dataset.name", list_datasets())
+    _choice(cfg.optimizer.name, "optimizer.name", OPTIMIZERS)
+    _choice(cfg.scheduler.name, "scheduler.name", SCHEDULERS)
+    _choice(cfg.regularizer.name, "regularizer.name", REGULARIZERS)
+    _choice(cfg.trainer.device, "trainer.device", DEVICES)
+    _choice(cfg.trainer.precision, "trainer.precision", PRECISIONS)
+    _choice(cfg.logger.name, "logger.name", LOGGERS)
+    reg = cfg.regularizer
+    _check(math.isfinite(reg.beta) and reg.beta >= 0, f"regularizer.beta must be >= 0, got {reg.beta}")
+    _check(0 <= reg.minimum <= 100, f"regularizer.minimum is a percentage in [0, 100], got {reg.minimum}")
+    _check(cfg.optimizer.lr > 0, f"optimizer.lr must be > 0, got {cfg.optimizer.lr}")
+    _check(cfg.optimizer.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}")
+    _check(cfg.trainer.max_epochs >= 1, f"trainer.max_epochs must be >= 1, got {cfg.trainer.max_epochs}")
+    ds = cfg.dataset
+    _check(ds.batch_size >= 1, f"dataset.batch_size must be >= 1, got {ds.batch_size}")
+    _check(ds.num_workers >= 0, f"dataset.num_workers must be >= 0, got {ds.num_workers}")
+    _check(ds.subset is None or ds.subset >= 1, f"dataset.subset must be >= 1 (or null), got {ds.subset}")
+    _check(0 <= ds.val_split < 1, f"dataset.val_split must lie in [0, 1), got {ds.val_split}")
+    milestones = list(cfg.scheduler.milestones)
+    _check(all(0 < m <= 1 for m in milestones), f"scheduler.milestones are fractions in (0, 1], got {milestones}")
+    _check(cfg.scheduler.step_size >= 1, f"scheduler.step_size must be >= 1, got {cfg.scheduler.step_size}")
+    _check(cfg.scheduler.gamma > 0, f"scheduler.gamma must be > 0, got {cfg.scheduler.gamma}")
+    _check(0 < cfg.gate.init_keep < 1, f"gate.init_keep must lie in (0, 1), got {cfg.gate.init_keep}")
+    bench = cfg.benchmark
+    _check(bench.warmup >= 0 and bench.steps >= 1, "benchmark.warmup must be >= 0 and benchmark.steps >= 1")
+    _check(bench.batch_size is None or bench.batch_size >= 1, "benchmark.batch_size must be >= 1 (or null)")
+    _choice(cfg.gate.conv, "gate.conv", ("dgconv", "dense"))
+    _check(cfg.gate.width >= 1, f"gate.width must be >= 1, got {cfg.gate.width}")
+    _check(cfg.mode != "eval" or cfg.ckpt_path, "mode=eval needs ckpt_path=<checkpoint file>")
+    if cfg.trainer.device == "cuda":
+        import torch
+
+        _check(torch.cuda.is_available(), "trainer.device=cuda but no CUDA device is available")

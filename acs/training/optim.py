@@ -1,0 +1,52 @@
+"""Optimizers and epoch-wise learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+        )
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer '{cfg.name}'; available: sgd, adamw")
+
+
+def lr_factor(cfg: DictConfig, max_epochs: int) -> Callable[[int], float]:
+    """The lr multiplier of each epoch.
+
+    Written as one LambdaLR factor rather than torch's MultiStepLR & co. because milestones here are
+    fractions of the run, and because MultiStepLR keeps a ``Counter`` in its state, which
+    ``torch.load(weights_only=True)`` refuses; LambdaLR's state is plain numbers.
+    """
+    if cfg.name == "multistep":
+        milestones = sorted(round(m * max_epochs) for m in cfg.milestones)
+        return lambda epoch: cfg.gamma ** sum(epoch >= m for m in milestones)
+    if cfg.name == "step":
+        return lambda epoch: cfg.gamma ** (epoch // cfg.step_size)
+    if cfg.name == "cosine":
+        return lambda epoch: (
+            cfg.final_factor + (1 - cfg.final_factor) * 0.5 * (1 + math.cos(math.pi * epoch / max_epochs))
+        )
+    if cfg.name == "linear":
+        return lambda epoch: 1 - (1 - cfg.final_factor) * epoch / max_epochs
+    if cfg.name == "constant":
+        return lambda epoch: 1.0
+    raise ValueError(f"unknown scheduler '{cfg.name}'; available: multistep, step, cosine, linear, constant")
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, max_epochs: int):
+    """An epoch-wise scheduler: call ``step()`` once at the end of every epoch."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, max_epochs))
