@@ -29,8 +29,8 @@ def main(cfg: DictConfig):
 
         if not isinstance(error, USER_ERRORS):
             raise
-        log.error("%s", error)
         if multirun:
+            log.error("%s", error)
             return None  # let the rest of the sweep run; the report lists this job as failed
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

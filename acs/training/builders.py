@@ -39,6 +39,13 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def build_data(cfg: DictConfig, seed: int) -> Loaders:
+    try:
+        return _build_loaders(cfg, seed)
+    except ValueError as error:  # bad option values: a config problem, reported as one line
+        raise ConfigError(str(error)) from error
+
+
+def _build_loaders(cfg: DictConfig, seed: int) -> Loaders:
     return build_loaders(
         cfg.name,
         root=cfg.root,

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from acs.reporting import create_logger
 from acs.training.builders import build_data, build_model, seed_everything, select_device
 from acs.training.checkpoint import load_checkpoint, load_model_state, restore_rng_state, rng_state, save_checkpoint
+from acs.training.config import Config
 from acs.training.engine import StepContext, run_epoch
 from acs.training.files import append_jsonl, read_jsonl, rewrite_jsonl, write_json
 from acs.training.objective import build_regularizer
@@ -190,6 +191,9 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[
             )
             write_json(run.summary_path, summary)
             logger.log_summary(_flat_summary(summary))
+            final_test = record.get("test/acc1", float("nan"))
+            log.info("done: test acc1 %.2f at %.1f%% compute", final_test, 100 * record.get("test/compute_ratio", 1))
+            log.info("summary: %s | checkpoints: %s", run.summary_path, run.checkpoints)
     except BaseException as error:
         write_json(run.summary_path, run.summary("failed", error=f"{type(error).__name__}: {error}", final=record))
         raise
@@ -210,11 +214,11 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: List[str]) ->
     weights); so does the dataset, unless the command line names ``dataset`` settings."""
     path = Path(cfg.ckpt_path)
     state = load_checkpoint(path)
-    saved = OmegaConf.create(state["config"])
-    sections = {"model": saved.model, "gate": saved.gate}
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.update(model=state["config"]["model"], gate=state["config"]["gate"])
     if not any(o.lstrip("+~").startswith("dataset") for o in overrides):
-        sections["dataset"] = saved.dataset
-    run = Run(OmegaConf.merge(cfg, sections), run_dir, overrides)
+        plain["dataset"] = state["config"]["dataset"]
+    run = Run(OmegaConf.merge(OmegaConf.structured(Config), plain), run_dir, overrides)
     load_model_state(run.model, state, run.cfg.model.name, path)
     metrics = run.evaluate(run.step_context())
     summary = run.summary("completed", checkpoint=str(path), checkpoint_epoch=state["epoch"], final=metrics)

@@ -1,0 +1,119 @@
+"""Config groups compose, the schema rejects wrong types, validation rejects wrong values."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import CONF, REPO, TINY, compose_config
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from acs.training.config import ConfigError, validate
+
+GROUP_OPTIONS = sorted(
+    (group.name, option.stem) for group in CONF.iterdir() if group.is_dir() for option in group.glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("group, option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_every_option_composes_and_validates(group, option):
+    cfg = compose_config(f"{group}={option}")
+    validate(cfg)
+    if group != "experiment":
+        assert cfg[group].get("name", option) == option or group == "trainer"
+
+
+def test_defaults_are_the_paper_setting():
+    cfg = compose_config()
+    assert cfg.model.name == "densenet40" and cfg.gate.name == "acs" and cfg.dataset.name == "cifar10"
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (
+        "sgd",
+        0.1,
+        0.9,
+        1e-4,
+    )
+    assert cfg.dataset.batch_size == 64 and cfg.trainer.max_epochs == 300
+    assert cfg.scheduler.name == "multistep" and list(cfg.scheduler.milestones) == [0.5, 0.75]
+    assert cfg.scheduler.gamma == 0.1
+
+
+def test_acs_reference_preset():
+    cfg = compose_config("experiment=acs_reference")
+    assert cfg.dataset.batch_size == 128 and cfg.trainer.max_epochs == 120
+    assert (cfg.scheduler.name, cfg.scheduler.step_size, cfg.scheduler.gamma) == ("step", 30, 0.01)
+    assert cfg.loss == "adjust"
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["regularizer.beta=abc", "trainer.max_epochs=1.5", "dataset.batch_size=many", "gate.widht=3", "seed=x"],
+)
+def test_schema_rejects_wrong_types_and_unknown_keys(override):
+    with pytest.raises(ConfigCompositionException):
+        compose_config(override)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("regularizer.beta=-0.1", "regularizer.beta must be >= 0"),
+        ("regularizer.minimum=120", "regularizer.minimum is a percentage"),
+        ("regularizer.minimum=-1", "regularizer.minimum is a percentage"),
+        ("model.name=resnet18", "model.name='resnet18' is not one of"),
+        ("dataset.name=imagenet21k", "dataset.name='imagenet21k' is not one of"),
+        ("gate.name=gumbel", "gate.name='gumbel' is not one of"),
+        ("mode=serve", "mode='serve' is not one of"),
+        ("mode=eval", "mode=eval needs ckpt_path"),
+        ("loss=focal", "loss='focal' is not one of"),
+        ("optimizer.lr=0", "optimizer.lr must be > 0"),
+        ("dataset.batch_size=0", "dataset.batch_size must be >= 1"),
+        ("dataset.val_split=1.0", "dataset.val_split must lie in [0, 1)"),
+        ("dataset.subset=0", "dataset.subset must be >= 1"),
+        ("trainer.max_epochs=0", "trainer.max_epochs must be >= 1"),
+        ("trainer.device=tpu", "trainer.device='tpu' is not one of"),
+        ("trainer.precision=fp8", "trainer.precision='fp8' is not one of"),
+        ("scheduler.milestones=[0.5,2]", "scheduler.milestones are fractions"),
+        ("gate.init_keep=1.0", "gate.init_keep must lie in (0, 1)"),
+    ],
+)
+def test_bad_values_are_one_clear_error(override, message):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config(override))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_bad_value_on_the_command_line_exits_before_writing(tmp_path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "run.py", *TINY, "regularizer.beta=-1", f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == "error: regularizer.beta must be >= 0, got -1.0"
+    assert not run_dir.exists()
+
+
+def test_help_lists_the_groups():
+    result = subprocess.run([sys.executable, "run.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for group in [
+        "model",
+        "gate",
+        "dataset",
+        "optimizer",
+        "scheduler",
+        "regularizer",
+        "trainer",
+        "logger",
+        "experiment",
+    ]:
+        assert f"{group}: " in result.stdout
+
+
+def test_resolved_config_is_plain_data():
+    cfg = compose_config(*TINY)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert container["dataset"]["options"]["image_size"] == 8
