@@ -32,15 +32,14 @@ def test_bad_options_are_clear_errors(bad):
 
 
 def test_masks_are_exactly_binary_and_follow_init_keep():
-    x = torch.randn(8, 40, 16, 16)
-    for keep, expected in [(0.9, 1.0), (0.1, 0.0)]:
+    x = torch.randn(16, 40, 16, 16)
+    rates = []
+    for keep in [0.02, 0.5, 0.98]:
         mask = ACSGate(40, 12, init_keep=keep)(x)
-        assert mask.shape == (8, 12)
-        assert torch.all(mask == expected)
-    gate = ACSGate(40, 12, init_keep=0.5)
-    torch.nn.init.normal_(gate.head.weight, std=3.0)
-    mask = gate(x)
-    assert set(mask.unique().tolist()) == {0.0, 1.0}
+        assert mask.shape == (16, 12)
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}
+        rates.append(mask.mean().item())
+    assert rates[0] < 0.1 and 0.1 < rates[1] < 0.9 and rates[2] > 0.9
 
 
 def test_gradient_reaches_every_gate_parameter_through_the_mask():

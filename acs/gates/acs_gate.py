@@ -18,8 +18,7 @@ class ACSGate(Gate):
     → global average pool → 1×1 conv with bias (w→k) → sigmoid → 0.5 threshold (straight-through)``.
 
     ``conv="dense"`` uses plain 3×3 convolutions instead of DGConv2d (the ACS-DG ablation).
-    ``init_keep`` is the initial keep probability: the output bias starts at its logit and the
-    output weights near zero, so every channel starts on the same side of the threshold.
+    ``init_keep`` sets the initial keep probability: the output bias starts at its logit.
     """
 
     def __init__(
@@ -43,7 +42,8 @@ class ACSGate(Gate):
         self.bn = nn.BatchNorm2d(width)
         self.conv_b = conv3x3(width, width, 3, stride=1, padding=1, bias=False)
         self.head = nn.Conv2d(width, out_channels, 1, bias=True)
-        nn.init.normal_(self.head.weight, std=1e-2)
+        # The head keeps PyTorch's default weight initialisation, so decisions depend on the input and
+        # differ between channels from the start; only the bias is set, to the logit of ``init_keep``.
         nn.init.constant_(self.head.bias, math.log(init_keep / (1.0 - init_keep)))
 
     def probabilities(self, x: Tensor) -> Tensor:
