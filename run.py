@@ -21,7 +21,11 @@ def main(cfg: DictConfig):
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return execute(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), multirun)
+        summary = execute(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), multirun)
+        if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")):
+            # The multi-objective search (hparams_search=pareto) maximises accuracy, minimises FLOPs.
+            return summary["final"]["test/acc1"], summary["final"]["test/flops"]
+        return summary
     except KeyboardInterrupt:
         raise
     except Exception as error:  # one clear line instead of a traceback; the run folder records it too

@@ -161,3 +161,22 @@ def test_cifar_8x64d_widths():
     outs = [getattr(model, f"layer{i}")[-1].conv3.out_channels for i in (1, 2, 3)]
     assert widths == [512, 1024, 2048] and outs == [256, 512, 1024]
     assert [getattr(model, f"layer{i}")[0].conv2.stride for i in (1, 2, 3)] == [(1, 1), (2, 2), (2, 2)]
+
+
+def test_fixed_group_resnext_is_the_plain_baseline():
+    import torchvision
+
+    from acs.models.resnext import load_torchvision_resnext
+
+    model = acs.create_model("g_resnext29_2x64d", conv="group").eval()
+    convs = [b.conv2 for stage in (model.layer1, model.layer2, model.layer3) for b in stage]
+    assert all(type(c) is torch.nn.Conv2d and c.groups == 2 for c in convs)
+    x = torch.randn(1, 3, 32, 32)
+    # Fixed groups are part of the backbone: the reference cost keeps them.
+    assert model(x).macs.item() == counted_macs(model, x) == model.dense_macs((3, 32, 32))
+    imagenet = acs.create_model("g_resnext50", conv="group").eval()
+    reference = torchvision.models.resnext50_32x4d().eval()
+    load_torchvision_resnext(imagenet, reference.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(imagenet(x).logits, reference(x), atol=1e-4)

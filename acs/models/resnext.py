@@ -25,12 +25,12 @@ EXPANSION = 4
 class Bottleneck(nn.Module):
     """1×1 → 3×3 (DGConv2d or dense, carries the stride) → 1×1, each followed by BN, plus the shortcut."""
 
-    def __init__(self, in_channels: int, planes: int, width: int, stride: int, conv: str):
+    def __init__(self, in_channels: int, planes: int, width: int, stride: int, conv: str, cardinality: int):
         super().__init__()
         out_channels = planes * EXPANSION
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(conv, width, width, stride)
+        self.conv2 = conv3x3(conv, width, width, stride, groups=cardinality)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
@@ -65,7 +65,8 @@ class GResNeXt(AcsModel):
 
     ``stem="imagenet"``: 7×7 stride-2 conv and 3×3 max pool; ``stem="cifar"``: one 3×3 conv.
     With ``conv="dgconv"`` the cardinality only sets the width: the grouping itself is learned
-    (``conv="dense"`` gives the fully connected 3×3 conv). No per-sample gating, so ``masks`` is empty.
+    (``conv="group"`` gives the plain ResNeXt with ``cardinality`` fixed groups, ``conv="dense"`` the fully
+    connected 3×3 conv). No per-sample gating, so ``masks`` is empty.
     """
 
     def __init__(
@@ -98,7 +99,7 @@ class GResNeXt(AcsModel):
             blocks = nn.ModuleList()
             for block in range(depth):
                 stride = 2 if index > 0 and block == 0 else 1
-                blocks.append(Bottleneck(channels, planes, width, stride, conv))
+                blocks.append(Bottleneck(channels, planes, width, stride, conv, cardinality))
                 channels = planes * EXPANSION
             name = f"layer{index + 1}"
             self.add_module(name, blocks)

@@ -1,4 +1,18 @@
-"""Run reporting: experiment loggers (W&B or none)."""
+"""Run reporting: experiment loggers (W&B or none) and the accuracy-vs-compute sweep report."""
+from .pareto import pareto_front
 from .run_logger import RunLogger, WandbLogger, create_logger
+from .sweep_report import JobResult, Report, ReportError, collect_jobs, write_report
+from .wandb_sweep import log_sweep_summary
 
-__all__ = ["RunLogger", "WandbLogger", "create_logger"]
+__all__ = [
+    "JobResult",
+    "Report",
+    "ReportError",
+    "RunLogger",
+    "WandbLogger",
+    "collect_jobs",
+    "create_logger",
+    "log_sweep_summary",
+    "pareto_front",
+    "write_report",
+]

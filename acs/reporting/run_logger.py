@@ -3,12 +3,13 @@
 Logging is never allowed to kill training: every W&B failure becomes one warning and the logger
 carries on as a no-op.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,10 @@ class RunLogger:
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         pass
+
+    def log_rich(self, build: Callable[[Any], Mapping[str, Any]]) -> None:
+        """Logs W&B objects (tables, plots, images) that ``build(wandb)`` returns; a logger without
+        W&B never calls ``build``, so callers need no W&B import of their own."""
 
     def finish(self, exit_code: int = 0) -> None:
         pass
@@ -57,6 +62,16 @@ class WandbLogger(RunLogger):
         except Exception as err:  # noqa: BLE001 - logging must never stop training
             self._logging = False
             log.warning("W&B log failed (%s); W&B logging is off for the rest of this run", _one_line(err))
+
+    def log_rich(self, build: Callable[[Any], Mapping[str, Any]]) -> None:
+        if self._run is None or not self._logging:
+            return
+        try:
+            import wandb
+
+            self._run.log(dict(build(wandb)))
+        except Exception as err:  # noqa: BLE001 - a chart must never stop training
+            log.warning("W&B chart logging failed (%s)", _one_line(err))
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         if self._run is None or not self._logging:
@@ -92,6 +107,7 @@ def create_logger(
     group: Optional[str] = None,
     resume_id: Optional[str] = None,
     run_name: Optional[str] = None,
+    job_type: str = "train",
 ) -> RunLogger:
     """Build the logger called ``name``; W&B problems degrade to the no-op logger with a warning."""
     if name not in LOGGERS:
@@ -115,7 +131,7 @@ def create_logger(
             config=dict(config),
             group=group,
             name=run_name,
-            job_type="train",
+            job_type=job_type,
             tags=list(options.get("tags") or []) or None,
             notes=options.get("notes"),
             id=resume_id,

@@ -11,15 +11,27 @@ from acs.data import DatasetNotFoundError
 from acs.training.checkpoint import CheckpointError
 from acs.training.config import ConfigError, validate
 from acs.training.engine import TrainingDiverged
+from acs.training.files import write_json
 
 # Failures that are the user's input or environment, reported as one line rather than a traceback.
 USER_ERRORS = (ConfigError, DatasetNotFoundError, CheckpointError, TrainingDiverged)
 
 
 def execute(cfg: DictConfig, output_dir: str, overrides: List[str], multirun: bool = False) -> Optional[Dict[str, Any]]:
-    """Runs ``cfg.mode`` into ``output_dir``; returns the summary."""
-    validate(cfg)  # sweeps reach here with values the start-of-sweep check has not seen
+    """Runs ``cfg.mode`` into ``output_dir``; returns the summary. A job that fails before training
+    starts still leaves a ``summary.json`` saying so, for the sweep report."""
     run_dir = Path(output_dir)
+    try:
+        return _dispatch(cfg, run_dir, overrides, multirun)
+    except USER_ERRORS as error:
+        summary = run_dir / "summary.json"
+        if not summary.is_file():
+            write_json(summary, {"status": "failed", "mode": cfg.mode, "overrides": overrides, "error": str(error)})
+        raise
+
+
+def _dispatch(cfg: DictConfig, run_dir: Path, overrides: List[str], multirun: bool) -> Optional[Dict[str, Any]]:
+    validate(cfg)  # sweeps reach here with values the start-of-sweep check has not seen
     group = "/".join(run_dir.parent.parts[-2:]) if multirun else None
     if cfg.mode == "train":
         from acs.training.runner import train

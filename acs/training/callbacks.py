@@ -29,3 +29,21 @@ class ValidateConfig(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _validate_or_exit(config)
+
+
+class SweepReport(Callback):
+    """At the end of every sweep: the accuracy-vs-compute report (results.csv, results.md,
+    pareto.png) in the sweep folder and, when the jobs log to W&B, one summary run in their group."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from pathlib import Path
+
+        from acs.reporting import log_sweep_summary, write_report
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        report = write_report([sweep_dir])
+        print(f"sweep report: {report.md_path}", file=sys.stderr)
+        if config.logger.name == "wandb":
+            options = OmegaConf.to_container(config.logger.wandb, resolve=True)
+            group = "/".join(sweep_dir.parts[-2:])
+            log_sweep_summary(report.rows, report.png_path, sweep_dir, options, group)

@@ -191,6 +191,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[
             )
             write_json(run.summary_path, summary)
             logger.log_summary(_flat_summary(summary))
+            logger.log_rich(lambda wandb: _keep_rate_chart(wandb, record))
             final_test = record.get("test/acc1", float("nan"))
             log.info("done: test acc1 %.2f at %.1f%% compute", final_test, 100 * record.get("test/compute_ratio", 1))
             log.info("summary: %s | checkpoints: %s", run.summary_path, run.checkpoints)
@@ -198,6 +199,17 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[
         write_json(run.summary_path, run.summary("failed", error=f"{type(error).__name__}: {error}", final=record))
         raise
     return summary
+
+
+def _keep_rate_chart(wandb, record: Dict[str, Any]) -> Dict[str, Any]:
+    """A bar chart of the test keep rate of every gated layer (nothing for ungated models)."""
+    rates = [[key.rsplit("/", 1)[1], value] for key, value in record.items() if key.startswith("test/keep/")]
+    if not rates:
+        return {}
+    table = wandb.Table(data=rates, columns=["layer", "keep_rate"])
+    return {
+        "test/keep_rate_per_layer": wandb.plot.bar(table, "layer", "keep_rate", title="Test keep rate per gated layer")
+    }
 
 
 def _flat_summary(summary: Dict[str, Any]) -> Dict[str, Any]:
