@@ -2,9 +2,11 @@
 import csv
 import json
 
-from acs.reporting import pareto_front
+import yaml
 from conftest import TINY
 from test_cli import run_py
+
+from acs.reporting import pareto_front
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -37,3 +39,26 @@ def test_sweep_writes_the_report_and_a_wandb_summary_run(tmp_path):
     assert len(summary_runs) == 1 and list(summary_runs[0].glob("*.wandb"))
     job_runs = list((tmp_path / "0" / "wandb").glob("offline-run-*"))
     assert len(job_runs) == 1
+
+
+def test_parallel_launcher_runs_jobs_side_by_side(tmp_path):
+    result = run_py(
+        "-m", *TINY, "trainer.max_epochs=1", "hydra/launcher=parallel", "seed=0,1", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert [json.loads((tmp_path / j / "summary.json").read_text())["status"] for j in "01"] == ["completed"] * 2
+    assert (tmp_path / "results.csv").is_file()
+
+
+def test_pareto_search_returns_accuracy_and_flops(tmp_path):
+    result = run_py(
+        "-m", *TINY, "trainer.max_epochs=1", "hparams_search=pareto", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.seed=0", f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr
+    # Optuna's Pareto-optimal trials, each with both objectives: (top-1 %, FLOPs per image).
+    optimization = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    summaries = [json.loads(p.read_text()) for p in tmp_path.glob("*/summary.json")]
+    assert len(summaries) == 2
+    measured = {(s["final"]["test/acc1"], s["final"]["test/flops"]) for s in summaries}
+    assert optimization["solutions"] and all(tuple(sol["values"]) in measured for sol in optimization["solutions"])

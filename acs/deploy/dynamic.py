@@ -1,0 +1,357 @@
+"""The deployment executor of DenseNets: per sample, skipped channels really cost nothing.
+
+State carried through a dense block for one sample: ``x`` (L × H·W) holds only the *live* channels
+of the concatenated features, in channel order, and ``alive`` is the bool liveness of every channel
+so far (``None`` = all live). Per layer: the gate reads ``x`` with its 1×1 weight sliced to the live
+channels; the 3×3 conv computes only the kept outputs from the live inputs; dead inputs (0 before
+BN, so the constant ``relu(shift)`` after BN-ReLU) enter as precomputed constants: a per-output bias
+for 1×1 convs and the classifier; for zero-padded 3×3 convs a per-(output, kernel position) table
+summed over the dead channels and added to the GEMM rows, which col2im expands border-exactly
+(see :func:`acs.deploy.fold.conv3x3_kn2row`). Folds use index_select/sum and the bias slot of
+addmm only, so an op-level FLOP counter sees exactly the executed convolutions.
+
+Weights whose input channels get sliced per sample are stored input-major (rows = input
+channels), because gathering whole rows is the cheapest slice.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+from acs.cost import MACS_DTYPE
+from acs.deploy.fold import (
+    bn_affine, conv3x3_kn2row, conv_im2col, frozen, grouped, im2col_weight, kn2row_weight, stacked_rows,
+)
+from acs.gates import ACSGate
+from acs.models.base import Output
+from acs.models.densenet import DenseLayer, DenseNet, Transition
+
+
+def _affine(bn: nn.BatchNorm2d) -> Tuple[Tensor, Tensor]:
+    """BN as one (2, C, 1) buffer (scale, shift: one gather slices both) and the dead-channel value
+    ``relu(shift)`` (what a skipped channel is after BN-ReLU, everywhere)."""
+    scale, shift = bn_affine(bn)
+    return torch.stack([scale, shift])[:, :, None].contiguous(), shift.relu()
+
+
+def _split(alive: Optional[Tensor], channels: int) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """(live, dead) channel indices from a liveness mask; (None, None) when every channel is live."""
+    if alive is None:
+        return None, None
+    live = alive.nonzero().view(-1)
+    if live.shape[0] == channels:
+        return None, None
+    return live, (~alive).nonzero().view(-1)
+
+
+def _bn_relu(x: Tensor, affine: Tensor, live: Optional[Tensor]) -> Tensor:
+    if live is not None:
+        affine = affine.index_select(1, live)
+    return torch.addcmul(affine[1], x, affine[0]).relu_()
+
+
+class _GateExec(nn.Module):
+    """ACS-GN with BN folded into its first 3×3 conv and both DGConvs as grouped GEMMs; the channel
+    permutations of interleaved groupings are folded into the neighbouring weights, so at most one
+    index_select remains (between the two grouped convs)."""
+
+    def __init__(self, gate: ACSGate) -> None:
+        super().__init__()
+        for conv in (gate.conv_a, gate.conv_b):
+            if tuple(conv.kernel_size) != (3, 3) or len(set(conv.stride)) > 1 or len(set(conv.padding)) > 1:
+                raise NotImplementedError("deployment expects the gate's 3×3 convs with square stride and padding")
+        a, b = grouped(gate.conv_a), grouped(gate.conv_b)
+        reduce = frozen(gate.reduce.weight).flatten(1)
+        identity = torch.arange(gate.reduce.out_channels, device=reduce.device)
+        scale, shift = bn_affine(gate.bn)
+        pos_a = identity if a.out_pos is None else a.out_pos
+        if a.in_order is not None:
+            reduce = reduce[a.in_order]
+        self.register_buffer("reduce", reduce.t().contiguous())  # (C, width): input-major
+        self.register_buffer("wa", im2col_weight(a.weight * scale[pos_a][:, None, None, None], a.groups))
+        self.register_buffer("ba", shift[pos_a].reshape(a.groups, -1, 1).contiguous())
+        # conv_b's grouped input j is original channel in_order[j], found at position argsort(pos_a)[...]
+        mid = torch.argsort(pos_a)[identity if b.in_order is None else b.in_order]
+        self.register_buffer("mid", None if torch.equal(mid, identity) else mid)
+        self.register_buffer("wb", im2col_weight(b.weight, b.groups))
+        head = frozen(gate.head.weight).flatten(1)
+        self.register_buffer("wh", head if b.out_pos is None else head[:, b.out_pos].contiguous())
+        self.register_buffer("bh", frozen(gate.head.bias))
+        self.sa, self.pa = gate.conv_a.stride[0], gate.conv_a.padding[0]
+        self.sb, self.pb = gate.conv_b.stride[0], gate.conv_b.padding[0]
+
+    def forward(self, x: Tensor, height: int, width: int, live: Optional[Tensor]) -> Tuple[Tensor, int]:
+        w = self.reduce if live is None else self.reduce.index_select(0, live)
+        xs = x.view(-1, height, width)[:, ::2, ::2]  # the model's stride-2 1×1 reduce: every other pixel
+        h = torch.mm(w.t(), xs.reshape(xs.shape[0], -1)).view(-1, xs.shape[1], xs.shape[2])
+        macs = w.numel() * xs.shape[1] * xs.shape[2]
+        h, m = conv_im2col(h, self.wa, self.ba, 3, self.sa, self.pa)
+        h = h.relu_()
+        if self.mid is not None:
+            h = h.index_select(0, self.mid)
+        h, m2 = conv_im2col(h, self.wb, None, 3, self.sb, self.pb)
+        # sigmoid(z) > 0.5 rather than z > 0: identical to the model also where sigmoid rounds to 0.5.
+        keep = F.linear(h.mean((1, 2)), self.wh, self.bh).sigmoid() > 0.5
+        return keep, macs + m + m2 + self.wh.numel()
+
+
+class _DenseLayerExec(nn.Module):
+    """One dense layer for one sample. ``mode`` of the 3×3 conv: ``dense`` (slice to the kept
+    outputs and the live inputs, fold the dead ones), ``stack`` (a grouped conv after the
+    bottleneck: each kept output with its group's inputs, ``groups = kept``), ``grouped`` (ungated
+    model: the materialised grouped conv, every output). All run as GEMM + col2im (kn2row)."""
+
+    def __init__(self, layer: DenseLayer, gated_model: bool) -> None:
+        super().__init__()
+        if layer.gate is not None and not isinstance(layer.gate, ACSGate):
+            raise NotImplementedError(f"deployment supports the ACS gate, got {type(layer.gate).__name__}")
+        conv2 = layer.conv2
+        if tuple(conv2.kernel_size) != (3, 3) or tuple(conv2.stride) != (1, 1) or tuple(conv2.padding) != (1, 1):
+            raise NotImplementedError("deployment expects the dense layer's 3×3 conv with stride 1, padding 1")
+        self.in_channels, self.growth = layer.norm1.num_features, conv2.out_channels
+        self.gate = _GateExec(layer.gate) if layer.gate is not None else None
+        self.register_buffer("ones_in", torch.ones(self.in_channels, dtype=torch.bool))
+        self.register_buffer("ones_new", torch.ones(self.growth, dtype=torch.bool))
+        affine, value = _affine(layer.norm1)
+        self.register_buffer("bn1", affine)
+        self.bottleneck = layer.conv1 is not None
+        w1 = b1 = c1 = None
+        if layer.conv1 is not None:
+            s2, t2 = bn_affine(layer.norm2)
+            w1 = frozen(layer.conv1.weight).flatten(1) * s2[:, None]  # BN folded into the 1×1 conv
+            b1 = t2[:, None]
+            c1 = (w1 * value).t()[:, :, None]  # (C, B, 1): dead input c adds c1[c] before the ReLU
+        g = grouped(conv2)
+        self.groups, in_idx, in_order, out_perm, table = g.groups, None, None, None, None
+        if g.groups == 1:
+            self.mode, w2 = "dense", kn2row_weight(g.weight).permute(2, 0, 1)  # (in, growth, 9)
+            if not self.bottleneck and gated_model:
+                # What a dead input adds to each GEMM row (output, kernel position); col2im then
+                # sums exactly the in-bounds kernel positions: conv(ones·v_c, W[:, c]), borders included.
+                table = w2 * value[:, None, None]
+        elif not gated_model:
+            self.mode, in_order = "grouped", g.in_order
+            w2 = kn2row_weight(g.weight).view(g.groups, -1, g.weight.shape[1])
+            if in_order is not None and w1 is not None:
+                # Reorder the bottleneck's outputs instead of the activations.
+                w1, b1, c1, in_order = w1[in_order], b1[in_order], c1[:, in_order], None
+            if g.out_pos is not None:
+                out_perm = torch.argsort(g.out_pos)
+        elif self.bottleneck:
+            self.mode = "stack"
+            in_idx, weight = stacked_rows(conv2)
+            w2 = kn2row_weight(weight)  # (growth, 9, in/groups): one group per output
+        else:
+            raise NotImplementedError(
+                "deployment of a grouped (DGConv2d) 3×3 conv that reads gated, possibly skipped inputs "
+                "directly (no bottleneck) is not supported; use conv='dense' or a bottleneck DenseNet"
+            )
+        w1 = None if w1 is None else w1.t()  # (C, B): input-major
+        for name, value_ in [("w1", w1), ("b1", b1), ("c1", c1), ("w2", w2), ("in_idx", in_idx),
+                             ("in_order", in_order), ("out_perm", out_perm), ("table", table)]:
+            self.register_buffer(name, None if value_ is None else value_.contiguous())
+
+    def forward(
+        self, x: Tensor, height: int, width: int, alive: Optional[Tensor]
+    ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], int]:
+        live, dead = _split(alive, self.in_channels)
+        macs = 0
+        keep: Optional[Tensor] = None
+        active: Optional[Tensor] = None
+        if self.gate is not None:
+            keep, macs = self.gate(x, height, width, live)
+            alive = torch.cat([self.ones_in if alive is None else alive, keep])
+            kept = keep.nonzero().view(-1)
+            if kept.shape[0] == 0:
+                return x, alive, keep, macs  # nothing kept: no BN, no bottleneck, no conv
+            if kept.shape[0] < self.growth:
+                active = kept
+        elif alive is not None:
+            alive = torch.cat([alive, self.ones_new])
+        h = _bn_relu(x, self.bn1, live)
+        if self.w1 is not None:
+            w1, b1 = self.w1, self.b1
+            if live is not None and dead is not None:
+                w1 = w1.index_select(0, live)
+                b1 = b1 + self.c1.index_select(0, dead).sum(0)
+            macs += w1.numel() * h.shape[1]
+            h = torch.addmm(b1, w1.t(), h).relu_()
+        w2 = self.w2
+        # Dispatch on which buffers exist (not on self.mode) so that TorchScript prunes the others.
+        if self.in_idx is not None:  # stack
+            index = self.in_idx
+            if active is not None:
+                index, w2 = index.index_select(0, active), w2.index_select(0, active)
+            h = h.index_select(0, index.view(-1)).view(w2.shape[0], -1, h.shape[1])
+            out, m = conv3x3_kn2row(h, w2, height, width)
+        elif self.groups > 1:  # grouped
+            if self.in_order is not None:
+                h = h.index_select(0, self.in_order)
+            out, m = conv3x3_kn2row(h.view(self.groups, -1, h.shape[1]), w2, height, width)
+            if self.out_perm is not None:
+                out = out.index_select(0, self.out_perm)
+        else:
+            if live is not None and not self.bottleneck:
+                w2 = w2.index_select(0, live)
+            if active is not None:
+                w2 = w2.index_select(1, active)
+            bias: Optional[Tensor] = None
+            if dead is not None and self.table is not None:
+                bias = self.table.index_select(0, dead).sum(0)  # (growth, 9): all dead inputs together
+                if active is not None:
+                    bias = bias.index_select(0, active)
+            out, m = conv3x3_kn2row(h, w2.view(w2.shape[0], -1).t(), height, width, bias)
+        return torch.cat([x, out]), alive, keep, macs + m
+
+
+class _TransitionExec(nn.Module):
+    """BN-ReLU-1×1-avgpool on the live channels; dead ones are a per-output bias of the 1×1 conv."""
+
+    def __init__(self, transition: Transition) -> None:
+        super().__init__()
+        affine, value = _affine(transition.norm)
+        weight = frozen(transition.conv.weight).flatten(1)
+        self.in_channels = weight.shape[1]
+        self.register_buffer("bn", affine)
+        self.register_buffer("weight", weight.t().contiguous())  # (C, out): input-major
+        self.register_buffer("dead_bias", (weight * value).t()[:, :, None].contiguous())
+        self.pool = copy.deepcopy(transition.pool)  # stateless; a copy keeps the model untouched
+        pool = transition.pool
+        # 2×2 average pooling as two adds of strided views: several times faster than avg_pool2d's
+        # CPU kernel at batch 1. Any other pooling runs through the module.
+        self.pair_pool = (
+            isinstance(pool, nn.AvgPool2d) and _pair(pool.kernel_size) == (2, 2)
+            and _pair(pool.stride or 2) == (2, 2) and _pair(pool.padding) == (0, 0) and not pool.ceil_mode
+        )
+
+    def forward(self, x: Tensor, height: int, width: int, alive: Optional[Tensor]) -> Tuple[Tensor, int]:
+        live, dead = _split(alive, self.in_channels)
+        h = _bn_relu(x, self.bn, live)
+        weight = self.weight
+        # The 1×1 conv as a GEMM (oneDNN's conv is slower at batch 1), pooled after it as in the model.
+        if live is not None and dead is not None:
+            weight = weight.index_select(0, live)
+            h = torch.addmm(self.dead_bias.index_select(0, dead).sum(0), weight.t(), h)
+        else:
+            h = torch.mm(weight.t(), h)
+        macs = weight.numel() * height * width
+        if self.pair_pool and height % 2 == 0 and width % 2 == 0:
+            rows = h.view(h.shape[0], height // 2, 2 * width)
+            rows = (rows[:, :, :width] + rows[:, :, width:]).view(h.shape[0], height // 2, width // 2, 2)
+            return (rows[:, :, :, 0] + rows[:, :, :, 1]).mul_(0.25), macs
+        return self.pool(h.view(1, -1, height, width))[0], macs
+
+
+class _HeadExec(nn.Module):
+    """Final BN-ReLU-pool-linear; dead channels are folded into the classifier's bias."""
+
+    def __init__(self, norm: nn.BatchNorm2d, fc: nn.Linear) -> None:
+        super().__init__()
+        affine, value = _affine(norm)
+        self.in_channels = fc.in_features
+        self.register_buffer("bn", affine)
+        self.register_buffer("weight", frozen(fc.weight).t().contiguous())  # (C, classes): input-major
+        self.register_buffer("bias", frozen(fc.bias))
+        self.register_buffer("dead_bias", (self.weight * value[:, None]).contiguous())
+
+    def forward(self, x: Tensor, alive: Optional[Tensor]) -> Tuple[Tensor, int]:
+        live, dead = _split(alive, self.in_channels)
+        weight, bias = self.weight, self.bias
+        if live is not None and dead is not None:
+            weight, bias = weight.index_select(0, live), bias + self.dead_bias.index_select(0, dead).sum(0)
+        h = _bn_relu(x, self.bn, live).mean(1)
+        return torch.addmm(bias, h[None], weight), weight.numel()
+
+
+class _BlockExec(nn.Module):
+    """A dense block and the transition after it (if any), for one sample."""
+
+    def __init__(self, layers: nn.ModuleList, transition: Optional[Transition], gated: bool) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(_DenseLayerExec(layer, gated) for layer in layers)
+        self.transition = _TransitionExec(transition) if transition is not None else None
+
+    def forward(
+        self, x: Tensor, height: int, width: int
+    ) -> Tuple[Tensor, int, int, Optional[Tensor], int, List[Tensor]]:
+        alive: Optional[Tensor] = None
+        keeps: List[Tensor] = []  # returned, not passed in: TorchScript copies list arguments
+        macs = 0
+        for layer in self.layers:
+            x, alive, keep, m = layer(x, height, width, alive)
+            macs += m
+            if keep is not None:
+                keeps.append(keep)
+        if self.transition is not None:
+            x, m = self.transition(x, height, width, alive)
+            height, width, alive, macs = x.shape[1], x.shape[2], None, macs + m
+            x = x.view(x.shape[0], -1)
+        return x, height, width, alive, macs, keeps
+
+
+class DynamicDenseNet(nn.Module):
+    """Executor of a (gated or plain) :class:`DenseNet`; see the module docstring. Built by
+    :func:`acs.deploy.to_dynamic`."""
+
+    def __init__(self, model: DenseNet) -> None:
+        super().__init__()
+        stem = model.stem
+        if len(set(stem.kernel_size)) > 1 or len(set(stem.stride)) > 1 or len(set(stem.padding)) > 1 \
+                or stem.groups != 1 or stem.dilation != (1, 1):
+            raise NotImplementedError(f"deployment expects a plain square stem conv, got {stem}")
+        self.register_buffer("stem", im2col_weight(frozen(stem.weight)))
+        self.stem_kernel, self.stem_stride, self.stem_padding = stem.kernel_size[0], stem.stride[0], stem.padding[0]
+        gated = any(layer.gate is not None for block in model.blocks for layer in block)
+        transitions = list(model.transitions) + [None] * (len(model.blocks) - len(model.transitions))
+        self.blocks = nn.ModuleList(_BlockExec(b, t, gated) for b, t in zip(model.blocks, transitions))
+        self.head = _HeadExec(model.norm, model.fc)
+        self.mask_sizes = [layer.growth for block in self.blocks for layer in block.layers if layer.gate is not None]
+
+    def script(self) -> "DynamicDenseNet":
+        """Compiles the per-sample path (blocks and head) with TorchScript, in place: at batch 1 the
+        executor is bound by per-op interpreter overhead, which TorchScript cuts by about a quarter.
+        Falls back to eager execution, with a warning, where TorchScript is unavailable."""
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
+                blocks = nn.ModuleList(torch.jit.script(block) for block in self.blocks)
+                head = torch.jit.script(self.head)
+        except Exception as error:  # TorchScript is deprecated; it may be missing or break later
+            warnings.warn(f"TorchScript failed ({type(error).__name__}: {error}); the executor runs eagerly")
+            return self
+        self.blocks, self.head = blocks, head
+        return self
+
+    def run_one(self, x: Tensor) -> Tuple[Tensor, int, List[Tensor]]:
+        """Logits (1 × classes), executed MACs and the bool keep-masks of one sample (C × H × W)."""
+        h, macs = conv_im2col(x, self.stem, None, self.stem_kernel, self.stem_stride, self.stem_padding)
+        height, width = h.shape[1], h.shape[2]
+        x = h.view(h.shape[0], -1)
+        keeps: List[Tensor] = []
+        alive: Optional[Tensor] = None
+        for block in self.blocks:
+            x, height, width, alive, m, block_keeps = block(x, height, width)
+            macs += m
+            keeps.extend(block_keeps)
+        logits, m = self.head(x, alive)
+        return logits, macs + m, keeps
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Output:
+        logits, macs, keeps = [], [], []
+        for sample in x:  # samples with different masks share no work
+            out, sample_macs, sample_keeps = self.run_one(sample)
+            logits.append(out)
+            macs.append(sample_macs)
+            if sample_keeps:
+                keeps.append(torch.cat(sample_keeps))
+        masks: List[Tensor] = []
+        if keeps:
+            masks = list(torch.stack(keeps).to(x.dtype).split(self.mask_sizes, dim=1))
+        return Output(torch.cat(logits), torch.tensor(macs, dtype=MACS_DTYPE, device=x.device), masks)
