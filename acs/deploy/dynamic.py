@@ -13,6 +13,7 @@ addmm only, so an op-level FLOP counter sees exactly the executed convolutions.
 Weights whose input channels get sliced per sample are stored input-major (rows = input
 channels), because gathering whole rows is the cheapest slice.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,7 +27,14 @@ from torch.nn.modules.utils import _pair
 
 from acs.cost import MACS_DTYPE
 from acs.deploy.fold import (
-    bn_affine, conv3x3_kn2row, conv_im2col, frozen, grouped, im2col_weight, kn2row_weight, stacked_rows,
+    bn_affine,
+    conv3x3_kn2row,
+    conv_im2col,
+    frozen,
+    grouped,
+    im2col_weight,
+    kn2row_weight,
+    stacked_rows,
 )
 from acs.gates import ACSGate
 from acs.models.base import Output
@@ -153,8 +161,16 @@ class _DenseLayerExec(nn.Module):
                 "directly (no bottleneck) is not supported; use conv='dense' or a bottleneck DenseNet"
             )
         w1 = None if w1 is None else w1.t()  # (C, B): input-major
-        for name, value_ in [("w1", w1), ("b1", b1), ("c1", c1), ("w2", w2), ("in_idx", in_idx),
-                             ("in_order", in_order), ("out_perm", out_perm), ("table", table)]:
+        for name, value_ in [
+            ("w1", w1),
+            ("b1", b1),
+            ("c1", c1),
+            ("w2", w2),
+            ("in_idx", in_idx),
+            ("in_order", in_order),
+            ("out_perm", out_perm),
+            ("table", table),
+        ]:
             self.register_buffer(name, None if value_ is None else value_.contiguous())
 
     def forward(
@@ -226,8 +242,11 @@ class _TransitionExec(nn.Module):
         # 2×2 average pooling as two adds of strided views: several times faster than avg_pool2d's
         # CPU kernel at batch 1. Any other pooling runs through the module.
         self.pair_pool = (
-            isinstance(pool, nn.AvgPool2d) and _pair(pool.kernel_size) == (2, 2)
-            and _pair(pool.stride or 2) == (2, 2) and _pair(pool.padding) == (0, 0) and not pool.ceil_mode
+            isinstance(pool, nn.AvgPool2d)
+            and _pair(pool.kernel_size) == (2, 2)
+            and _pair(pool.stride or 2) == (2, 2)
+            and _pair(pool.padding) == (0, 0)
+            and not pool.ceil_mode
         )
 
     def forward(self, x: Tensor, height: int, width: int, alive: Optional[Tensor]) -> Tuple[Tensor, int]:
@@ -302,8 +321,13 @@ class DynamicDenseNet(nn.Module):
     def __init__(self, model: DenseNet) -> None:
         super().__init__()
         stem = model.stem
-        if len(set(stem.kernel_size)) > 1 or len(set(stem.stride)) > 1 or len(set(stem.padding)) > 1 \
-                or stem.groups != 1 or stem.dilation != (1, 1):
+        if (
+            len(set(stem.kernel_size)) > 1
+            or len(set(stem.stride)) > 1
+            or len(set(stem.padding)) > 1
+            or stem.groups != 1
+            or stem.dilation != (1, 1)
+        ):
             raise NotImplementedError(f"deployment expects a plain square stem conv, got {stem}")
         self.register_buffer("stem", im2col_weight(frozen(stem.weight)))
         self.stem_kernel, self.stem_stride, self.stem_padding = stem.kernel_size[0], stem.stride[0], stem.padding[0]

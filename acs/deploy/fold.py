@@ -1,6 +1,7 @@
 """Building blocks of the deployment executors: conversion-time precomputation of everything that
 does not depend on the per-sample masks (BatchNorm affines, grouped DGConv forms, weight layouts),
-and the per-sample convolution kernels, which report the MACs they execute.
+and the per-sample convolution kernels, which report the MACs they execute (every kernel's MACs
+are exactly the conv's kh·kw·H_out·W_out·outputs·inputs-per-group).
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def grouped(conv: Union[nn.Conv2d, DGConv2d]) -> Grouped:
 def stacked_rows(conv: DGConv2d) -> Tuple[Tensor, Tensor]:
     """Per output channel, the input channels its group reads (``out × in/groups``, long) and the
     matching weight (``out × in/groups × kh × kw``), so that any subset ``a`` of outputs runs as one
-    conv with ``groups=len(a)`` over ``x.index_select(1, index[a].flatten())``."""
+    grouped conv (``groups = len(a)``) over ``x.index_select(0, index[a].flatten())``: each kept
+    output with its own group's inputs, exactly ``aᵀ U 1`` multiply-accumulates per pixel and kernel tap."""
     u = conv.mask().detach() > 0
     per_out = int(u[0].sum())
     index = u.nonzero()[:, 1].view(conv.out_channels, per_out)  # row-major, so rows stay grouped
