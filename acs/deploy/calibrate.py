@@ -51,7 +51,5 @@ def set_groups(model: nn.Module, groups: int) -> nn.Module:
         raise ValueError(f"groups must be a power of two, got {groups}")
     for conv in model.modules():
         if isinstance(conv, DGConv2d) and conv.num_gates >= bits:
-            signs = torch.ones(conv.num_gates)
-            signs[:bits] = -1.0
-            conv.gates.copy_(signs.to(conv.gates) * conv.gates.abs().clamp_min(1e-6))
+            conv.set_contiguous_groups(groups)
     return model

@@ -6,7 +6,6 @@ the parameter names are torchvision's, so its ImageNet ResNeXt weights map direc
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -141,21 +140,6 @@ def _block_diagonal(weight: Tensor, groups: int, in_channels: int) -> Tensor:
     return full
 
 
-def _contiguous_gate_signs(conv: DGConv2d, groups: int) -> Tensor:
-    """±1 per gate such that ``conv.mask()`` is the contiguous ``groups``-block diagonal."""
-    bits = int(math.log2(groups)) if groups > 0 else -1
-    if 2**bits != groups or bits > conv.num_gates:
-        raise ValueError(
-            f"a DGConv2d with {conv.num_gates} gates cannot express {groups} contiguous groups "
-            f"({conv.in_channels}→{conv.out_channels} channels)"
-        )
-    # Gate 1 is the most significant Kronecker bit: identity factors first split the channels
-    # into contiguous halves, quarters, ...; the remaining all-ones factors connect within a block.
-    signs = torch.ones(conv.num_gates)
-    signs[:bits] = -1.0
-    return signs
-
-
 @torch.no_grad()
 def load_torchvision_resnext(model: GResNeXt, state_dict: Mapping[str, Tensor]) -> GResNeXt:
     """Copies a torchvision ResNeXt ``state_dict`` into an ImageNet-shaped ``model`` so that both
@@ -187,10 +171,7 @@ def load_torchvision_resnext(model: GResNeXt, state_dict: Mapping[str, Tensor]) 
             if groups > 1 and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
                 target.copy_(_block_diagonal(value, groups, module.in_channels))
                 if isinstance(module, DGConv2d):
-                    signs = _contiguous_gate_signs(module, groups).to(module.gates)
-                    # A zero gate would read as "negative"; keep it tiny but decisively signed.
-                    magnitude = module.gates.abs().clamp_min(1e-6)
-                    module.gates.copy_(signs * magnitude)
+                    module.set_contiguous_groups(groups)
                 continue
         if key.startswith("fc.") and value.shape != target.shape:
             continue  # another number of classes: the classifier stays at its initialisation

@@ -99,6 +99,21 @@ class DGConv2d(nn.Module):
         weight = self.weight * self.mask().to(self.weight.dtype)[:, :, None, None]
         return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation)
 
+    @torch.no_grad()
+    def set_contiguous_groups(self, groups: int) -> None:
+        """Signs the gates so that ``mask()`` is the contiguous ``groups``-block diagonal, keeping their
+        magnitudes: identity factors first (they split the channels into halves, quarters, ...), all-ones
+        factors after them. A zero gate would read as negative, so magnitudes stay at least 1e-6."""
+        bits = int(math.log2(groups)) if groups > 0 else -1
+        if 2**bits != groups or bits > self.num_gates:
+            raise ValueError(
+                f"a DGConv2d with {self.num_gates} gates cannot express {groups} contiguous groups "
+                f"({self.in_channels}→{self.out_channels} channels)"
+            )
+        signs = torch.ones_like(self.gates)
+        signs[:bits] = -1.0
+        self.gates.copy_(signs * self.gates.abs().clamp_min(1e-6))
+
     def _group_ids(self, channels: int) -> Tensor:
         """Group index of every channel: the Kronecker bits that sit under identity factors."""
         ordered = self._ordered_gates().detach() > 0
