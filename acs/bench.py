@@ -8,19 +8,22 @@ python -m acs.bench --model g_resnext29_2x64d --groups 8      # G-ResNeXt masked
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
+from acs.data import dataset_info
 from acs.deploy.benchmark import benchmark_densenet, benchmark_resnext
 from acs.deploy.calibrate import calibrate_keep, set_groups
 from acs.models import create_model
 from acs.models.densenet import DenseNet
 from acs.models.resnext import GResNeXt
+from acs.training.builders import build_model
 from acs.training.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from acs.training.files import write_json
 
 
 def _parse(argv):
@@ -29,7 +32,7 @@ def _parse(argv):
     parser.add_argument("--checkpoint", help="a run's checkpoint: its model, gates and learned decisions")
     parser.add_argument("--keep", type=float, default=0.5, help="without checkpoint: fraction of channels kept")
     parser.add_argument("--groups", type=int, default=8, help="G-ResNeXt without checkpoint: DGConv groups")
-    parser.add_argument("--input", default="3,32,32", help="C,H,W of one image")
+    parser.add_argument("--input", help="C,H,W of one image (default: the checkpoint's data, else 3,32,32)")
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--gate-width", type=int, default=32)
     parser.add_argument("--runs", type=int, default=50)
@@ -39,40 +42,62 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
-def _model(args, input_size):
-    if not args.checkpoint:
-        options = {"num_classes": args.classes, "in_channels": input_size[0]}
-        model = create_model(
-            args.model,
-            **options,
-            **({"gate": {"name": "acs", "width": args.gate_width}} if args.model.startswith("densenet") else {}),
-        )
-        if isinstance(model, DenseNet):
-            calibrate_keep(model, input_size, args.keep)
-        else:
-            set_groups(model, args.groups)
-        return model, create_model(args.model, **options, **({"gate": "none"} if isinstance(model, DenseNet) else {}))
-    state = load_checkpoint(args.checkpoint)
+def _input_size(text: str):
+    try:
+        size = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise ValueError(f"--input must be C,H,W with positive integers, got '{text}'")
+    return size
+
+
+def _calibrated(args, input_size):
+    """A freshly initialised model set to an operating point: gates keeping ``--keep`` of the
+    channels (DenseNets), or ``--groups`` contiguous DGConv groups (G-ResNeXt); and its ungated twin."""
+    options = {"num_classes": args.classes, "in_channels": input_size[0]}
+    gated = args.model.startswith("densenet")
+    model = create_model(args.model, **options, **({"gate": {"name": "acs", "width": args.gate_width}} if gated else {}))
+    if isinstance(model, DenseNet):
+        calibrate_keep(model, input_size, args.keep)
+    else:
+        set_groups(model, args.groups)
+    return model, create_model(args.model, **options, **({"gate": "none"} if gated else {}))
+
+
+def _trained(path: str):
+    """The checkpoint's model, rebuilt from the config saved with it, its ungated twin, and the
+    input size of the data set it was trained on."""
+    state = load_checkpoint(path)
     config = state["config"]
-    name, gate = config["model"]["name"], config["gate"]
-    fc = next(v for k, v in state["model"].items() if k == "fc.weight")
-    stem = next(v for k, v in state["model"].items() if k in ("stem.weight", "conv1.weight"))
-    options = {"num_classes": fc.shape[0], "in_channels": stem.shape[1]}
-    model = create_model(name, **options, **({"gate": gate} if name.startswith("densenet") else {}))
-    load_model_state(model, state, name, args.checkpoint)
-    return model, create_model(name, **options, **({"gate": "none"} if name.startswith("densenet") else {}))
+    dataset = config["dataset"]
+    info = dataset_info(dataset["name"], **dataset.get("options", {}))
+    # The weights come from the checkpoint: never fetch pretrained ones again.
+    model_cfg = OmegaConf.create({**config["model"], "pretrained": False})
+    model = build_model(model_cfg, OmegaConf.create(config["gate"]), info.num_classes, info.in_channels)
+    load_model_state(model, state, model_cfg.name, path)
+    dense = build_model(model_cfg, OmegaConf.create({"name": "none"}), info.num_classes, info.in_channels)
+    return model, dense, tuple(info.input_size)
 
 
 def main(argv=None) -> int:
     args = _parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    input_size = tuple(int(v) for v in args.input.split(","))
     torch.manual_seed(0)
     try:
-        model, dense = _model(args, input_size)
+        if args.checkpoint:
+            model, dense, input_size = _trained(args.checkpoint)
+            if args.input:
+                input_size = _input_size(args.input)
+        else:
+            input_size = _input_size(args.input or "3,32,32")
+            model, dense = _calibrated(args, input_size)
     except (CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyError as error:
+        print(f"error: {args.checkpoint}: the checkpoint's saved config lacks {error}", file=sys.stderr)
         return 2
     if isinstance(model, DenseNet):
         rows = benchmark_densenet(model, dense, input_size, args.runs, args.warmup)
@@ -94,7 +119,7 @@ def main(argv=None) -> int:
         "keep": None if args.checkpoint else args.keep,
         "rows": rows,
     }
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(Path(args.out), result)
     print(f"written: {args.out}")
     return 0
 

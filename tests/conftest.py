@@ -44,3 +44,13 @@ def compose_config(*overrides: str):
 @pytest.fixture
 def tiny_overrides():
     return list(TINY)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny batch-1 convolutions: threads only add overhead there, and oversubscribe
+    a busy machine badly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,13 +17,7 @@ from acs.ops import DGConv2d
 GATE = {"name": "acs", "width": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These convolutions are tiny: threads only add overhead (and oversubscribe a busy machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize(model, regime="random", sort=None, size=(12, 12)):

@@ -113,14 +113,31 @@ def im2col_weight(weight: Tensor, groups: int = 1) -> Tensor:
     return weight.detach().reshape(groups, weight.shape[0] // groups, -1).contiguous()
 
 
+def conv_output_hw(height: int, width: int, kernel: int, stride: int, padding: int) -> Tuple[int, int]:
+    return (height + 2 * padding - kernel) // stride + 1, (width + 2 * padding - kernel) // stride + 1
+
+
+def im2col_index(height: int, width: int, kernel: int, stride: int, padding: int, device=None) -> Tensor:
+    """Where a conv's patches come from, computed once per input size: positions in the
+    zero-padded image, flattened per channel, of every (kernel row, kernel column, output pixel).
+    One index_select with it is about twice as fast as F.unfold, whose generic CPU kernel
+    dominates at the sizes of the gates."""
+    out_h, out_w = conv_output_hw(height, width, kernel, stride, padding)
+    taps = torch.arange(kernel, device=device)
+    rows = taps[:, None, None, None] + stride * torch.arange(out_h, device=device)[None, None, :, None]
+    cols = taps[None, :, None, None] + stride * torch.arange(out_w, device=device)[None, None, None, :]
+    return (rows * (width + 2 * padding) + cols).reshape(-1)
+
+
 def conv_im2col(
-    x: Tensor, weight: Tensor, bias: Optional[Tensor], kernel: int, stride: int, padding: int
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], index: Tensor, kernel: int, stride: int, padding: int
 ) -> Tuple[Tensor, int]:
-    """Grouped conv of one sample (C, H, W) as unfold + (b)mm, for small inputs (the stem, the
-    gates). ``weight`` from :func:`im2col_weight`, ``bias`` (groups, out/groups, 1) or None.
-    Returns (out, H_out, W_out) and its MACs."""
-    h_out = (x.shape[1] + 2 * padding - kernel) // stride + 1
-    w_out = (x.shape[2] + 2 * padding - kernel) // stride + 1
-    cols = F.unfold(x, kernel, padding=padding, stride=stride).view(weight.shape[0], weight.shape[2], -1)
-    out = torch.bmm(weight, cols) if bias is None else torch.baddbmm(bias, weight, cols)
-    return out.view(-1, h_out, w_out), weight.numel() * h_out * w_out
+    """Grouped conv of one sample (C, H, W) as im2col + (b)mm, for small inputs (the stem, the
+    gates). ``weight`` from :func:`im2col_weight`, ``bias`` (groups, out/groups, 1) or None,
+    ``index`` from :func:`im2col_index` for this input size. Returns (out, H_out, W_out) and its MACs."""
+    out_h, out_w = conv_output_hw(x.shape[1], x.shape[2], kernel, stride, padding)
+    if padding > 0:
+        x = F.pad(x, (padding, padding, padding, padding))
+    patches = x.reshape(x.shape[0], -1).index_select(1, index).view(weight.shape[0], weight.shape[2], -1)
+    out = torch.bmm(weight, patches) if bias is None else torch.baddbmm(bias, weight, patches)
+    return out.view(-1, out_h, out_w), weight.numel() * out_h * out_w

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -15,29 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from acs.data import dataset_info
+from acs.timing import time_calls
 from acs.training.builders import build_model, seed_everything, select_device
 from acs.training.engine import StepContext
 from acs.training.files import write_json
 
 log = logging.getLogger(__name__)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, warmup: int, steps: int, device: torch.device) -> List[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        _sync(device)
-        tic = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - tic)
-    return times
 
 
 def measure(model: nn.Module, input_size, batch: int, ctx: StepContext, warmup: int, steps: int) -> Dict[str, float]:
@@ -59,10 +41,10 @@ def measure(model: nn.Module, input_size, batch: int, ctx: StepContext, warmup: 
             model(x)
 
     model.train()
-    train_times = _timed(train_step, warmup, steps, ctx.device)
+    train_times = time_calls(train_step, warmup, steps, ctx.device)
     model.eval()
-    eval_times = _timed(lambda: infer(images), warmup, steps, ctx.device)
-    latency = _timed(lambda: infer(images[:1]), warmup, steps, ctx.device)
+    eval_times = time_calls(lambda: infer(images), warmup, steps, ctx.device)
+    latency = time_calls(lambda: infer(images[:1]), warmup, steps, ctx.device)
     with torch.no_grad():
         macs = model(images).macs.float().mean().item()
     return {

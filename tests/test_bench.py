@@ -1,0 +1,112 @@
+"""python -m acs.bench and the operating points it benchmarks without training: the table and JSON
+hold every variant with consistent ratios, calibration hits the asked keep fraction, a trained
+checkpoint is rebuilt from its saved config, and bad input is one error line."""
+import json
+
+import pytest
+import torch
+
+import acs
+from acs.bench import main
+from acs.deploy.calibrate import calibrate_keep, set_groups
+from acs.ops import DGConv2d
+from acs.training.app import execute
+from conftest import compose_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.3, 1.0])
+def test_calibration_keeps_the_asked_fraction(keep):
+    model = acs.create_model("densenet40", gate={"name": "acs", "width": 8})
+    calibrate_keep(model, (3, 8, 8), keep, batch=16)
+    assert not model.training
+    # The calibration samples (seed 0, 16 of them): each channel kept by about `keep` of them.
+    x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        rate = torch.cat(model(x).masks, 1).mean().item()
+    assert abs(rate - keep) < 0.08
+
+
+def test_calibration_rejects_impossible_fractions():
+    with pytest.raises(ValueError, match="keep"):
+        calibrate_keep(acs.create_model("densenet40"), (3, 8, 8), 1.5)
+
+
+def test_set_groups_gives_contiguous_groups():
+    model = set_groups(acs.create_model("g_resnext29_2x64d"), 8)
+    convs = [m for m in model.modules() if isinstance(m, DGConv2d)]
+    assert convs and all(conv.groups == 8 for conv in convs)
+    with pytest.raises(ValueError, match="power of two"):
+        set_groups(model, 6)
+
+
+def _rows(path):
+    result = json.loads(path.read_text())
+    return result, {row["variant"]: row for row in result["rows"]}
+
+
+def _consistent(row):
+    assert row["realisation"] == pytest.approx(row["macs_ratio"] / row["latency_ratio"])
+
+
+def test_densenet_benchmark_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["--model", "densenet40", "--input", "3,8,8", "--gate-width", "8", "--keep", "0.5"]
+    assert main(argv + ["--runs", "2", "--warmup", "1", "--threads", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result, rows = _rows(out)
+    assert list(rows) == ["dense (ungated)", "masked (training form)", "dynamic executor", "executor of ungated"]
+    assert all(name in printed for name in rows) and f"written: {out}" in printed
+    assert result["input"] == [3, 8, 8] and result["keep"] == 0.5 and result["threads"] == 1
+    dense, masked, executor = rows["dense (ungated)"], rows["masked (training form)"], rows["dynamic executor"]
+    assert dense["macs"] == acs.create_model("densenet40", gate="none").dense_macs((3, 8, 8))
+    # The executor runs exactly the masked model's MACs: about half the layers' channels, plus the gates.
+    assert executor["macs"] == masked["macs"] and 0.3 < executor["macs_ratio"] < 0.8
+    assert rows["executor of ungated"]["macs"] == dense["macs"]
+    for row in rows.values():
+        assert row["latency_ms"] > 0
+        _consistent(row)
+
+
+def test_g_resnext_benchmark_compares_masked_and_materialized(tmp_path):
+    out = tmp_path / "bench.json"
+    argv = ["--model", "g_resnext29_2x64d", "--input", "3,8,8", "--groups", "8", "--runs", "1", "--warmup", "0"]
+    assert main(argv + ["--out", str(out)]) == 0
+    _, rows = _rows(out)
+    assert list(rows) == ["block masked", "block materialized", "network masked", "network materialized"]
+    # Materialized and masked forms count the same MACs: the grouped conv is what the mask computes.
+    assert rows["block masked"]["macs"] == rows["block materialized"]["macs"]
+    assert rows["network masked"]["macs"] == rows["network materialized"]["macs"]
+    for row in rows.values():
+        _consistent(row)
+
+
+def test_a_trained_checkpoint_is_rebuilt_from_its_config(tmp_path, tiny_overrides):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides + ["trainer.max_epochs=1", "dataset.options.num_classes=5"]
+    execute(compose_config(*overrides), str(run_dir), overrides)
+    out = tmp_path / "bench.json"
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    assert main(["--checkpoint", str(checkpoint), "--runs", "1", "--warmup", "0", "--out", str(out)]) == 0
+    result, rows = _rows(out)
+    assert result["input"] == [3, 8, 8] and result["keep"] is None  # the data set's size, its own gates
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert rows["dense (ungated)"]["macs"] == summary["dense_macs"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--checkpoint", "missing.pt"], "missing.pt"),
+        (["--input", "3,32"], "--input must be C,H,W"),
+        (["--model", "densenet4"], "unknown model"),
+        (["--keep", "2"], "keep must lie in"),
+    ],
+)
+def test_bad_input_is_one_error_line(tmp_path, capsys, argv, message):
+    out = tmp_path / "bench.json"
+    assert main(argv + ["--runs", "1", "--warmup", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not out.exists()
