@@ -166,6 +166,15 @@ def test_single_run_folder_has_no_swept_columns(tmp_path):
     assert (run / "results.csv").is_file() and (run / "pareto.png").is_file()
 
 
+def test_spellings_of_one_value_are_not_a_swept_column(tmp_path):
+    # A sweep's overrides.yaml holds what Hydra parsed (`False`), a single run's what was typed (`false`).
+    write_job(tmp_path / "a", SHARED + ["trainer.progress=False", "regularizer.beta=1"], acc1=90.0, macs=50e6)
+    write_job(tmp_path / "b", SHARED + ["trainer.progress=false", "regularizer.beta=1.0"], acc1=91.0, macs=60e6)
+    write_job(tmp_path / "c", SHARED + ["trainer.progress=false", "regularizer.beta=0.5"], acc1=92.0, macs=70e6)
+    jobs = collect_jobs([tmp_path])
+    assert [j.swept for j in jobs] == [{"regularizer.beta": "1"}, {"regularizer.beta": "1.0"}, {"regularizer.beta": "0.5"}]
+
+
 def test_reproduce_command(sweep):
     assert reproduce_command(sweep) == (
         "python run.py -m dataset=cifar10 trainer.max_epochs=300 gate=acs,none "
