@@ -16,6 +16,7 @@ log = logging.getLogger("acs")
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
+    from acs.training import distributed
     from acs.training.app import execute
 
     hydra_cfg = HydraConfig.get()
@@ -38,6 +39,8 @@ def main(cfg: DictConfig):
             return None  # let the rest of the sweep run; the report lists this job as failed
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        distributed.teardown()  # torchrun: leave the process group (nothing to do in one process)
 
 
 if __name__ == "__main__":

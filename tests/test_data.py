@@ -246,8 +246,9 @@ def test_loader_choices_and_seeded_shuffle():
     assert loaders.train.drop_last is False and len(y1) == len(loaders.train.dataset) == 58
     assert loaders.val is not None and len(loaders.val.dataset) == 6
     assert loaders.train.pin_memory == torch.cuda.is_available()
-    assert isinstance(loaders.train.sampler, torch.utils.data.RandomSampler)
-    assert isinstance(loaders.test.sampler, torch.utils.data.SequentialSampler)
+    # One process is rank 0 of 1: the same samplers as under torchrun (see test_distributed.py).
+    assert isinstance(loaders.train.sampler, torch.utils.data.DistributedSampler)
+    assert list(loaders.test.sampler) == list(range(16))
 
 
 def test_persistent_workers_with_workers():

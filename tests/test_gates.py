@@ -35,7 +35,7 @@ def test_masks_are_exactly_binary_and_follow_init_keep():
     x = torch.randn(16, 40, 16, 16)
     rates = []
     for keep in [0.02, 0.5, 0.98]:
-        mask = ACSGate(40, 12, init_keep=keep)(x)
+        mask = ACSGate(40, 12, init_keep=keep)(x).mask
         assert mask.shape == (16, 12)
         assert set(mask.unique().tolist()) <= {0.0, 1.0}
         rates.append(mask.mean().item())
@@ -46,7 +46,7 @@ def test_gradient_reaches_every_gate_parameter_through_the_mask():
     gate = ACSGate(20, 12, width=32, init_keep=0.5)
     torch.nn.init.normal_(gate.head.weight, std=1.0)
     features = torch.randn(4, 12, 1, 1)
-    loss = (gate(torch.randn(4, 20, 16, 16))[:, :, None, None] * features).sum()
+    loss = (gate(torch.randn(4, 20, 16, 16)).mask[:, :, None, None] * features).sum()
     loss.backward()
     for name in ["reduce.weight", "conv_a.weight", "conv_b.weight", "head.weight", "head.bias", "bn.weight"]:
         grad = dict(gate.named_parameters())[name].grad

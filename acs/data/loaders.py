@@ -1,12 +1,13 @@
 """The public entry point: dataset name in, ready DataLoaders plus the facts a model factory needs out."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Iterator, Optional, Tuple, Union
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from acs.data.info import DatasetInfo
 from acs.data.paths import resolve_root
@@ -33,6 +34,14 @@ class Loaders:
     val: Optional[DataLoader]
     test: DataLoader
     info: DatasetInfo
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before each training epoch: its shuffle order then depends on (seed, epoch) only, so a
+        resumed run, with any number of processes, sees the batches an uninterrupted one would."""
+        sampler = self.train.sampler
+        sampler.set_epoch(epoch)
+        # Workers' base seeds (random augmentations) follow (seed, epoch) too, distinct on every rank.
+        self.train.generator.manual_seed((sampler.seed + epoch) * sampler.num_replicas + sampler.rank)
 
     @property
     def num_classes(self) -> int:
@@ -98,15 +107,46 @@ def build_datasets(
     )
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int = 0) -> DataLoader:
-    """A DataLoader with the platform's fixed choices (listed in :func:`build_loaders`)."""
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + num_replicas, …`` in order: every sample goes to exactly one process.
+    For evaluation, where DistributedSampler's padding would count some samples twice."""
+
+    def __init__(self, size: int, num_replicas: int = 1, rank: int = 0) -> None:
+        self.indices = range(rank, size, num_replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    num_replicas: int = 1,
+    rank: int = 0,
+) -> DataLoader:
+    """A DataLoader of process ``rank``'s share of ``dataset``, ``batch_size`` samples a batch, with the
+    platform's fixed choices (listed in :func:`build_loaders`)."""
+    if shuffle:
+        # Epoch e's order is one permutation drawn from (seed, e), whatever the number of processes;
+        # rank r takes its positions r, r + N, …, so the k-th batches of all ranks together are
+        # exactly the k-th batch of one process with N times the batch size. The factor keeps the
+        # orders of (seed, e) and (seed + 1, e - 1) apart.
+        sampler = DistributedSampler(dataset, num_replicas, rank, shuffle=True, seed=seed * 100_003)
+    else:
+        sampler = ShardSampler(len(dataset), num_replicas, rank)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
-        # Own generator: the shuffle order (and workers' base seeds) depend on ``seed`` only, not on
-        # how much global RNG the model's initialisation happened to consume.
+        # Own generator: workers' base seeds depend on ``seed`` only, not on how much global RNG
+        # the model's initialisation happened to consume.
         generator=torch.Generator().manual_seed(seed),
         pin_memory=torch.cuda.is_available(),
         # Keeping workers alive avoids re-forking (and re-reading) every epoch.
@@ -126,25 +166,40 @@ def build_loaders(
     seed: int = 0,
     augment: bool = True,
     eval_batch_size: Optional[int] = None,
+    num_replicas: int = 1,
+    rank: int = 0,
     **dataset_options: Any,
 ) -> Loaders:
     """Train (shuffled), optional val, and test DataLoaders for dataset ``name``.
 
     Arguments as in :func:`build_datasets`; ``eval_batch_size`` (default ``batch_size``) is used for
-    val and test. Train shuffles with a generator seeded by ``seed``; random augmentations draw from
-    torch's global RNG (in workers: per-worker seeds derived from that generator), so seed it too for
+    val and test. Train shuffles in an order drawn from ``seed`` and the epoch (call
+    :meth:`Loaders.set_epoch` before each epoch); random augmentations draw from torch's global RNG
+    (in workers: per-worker seeds derived from the loader's generator), so seed it too for
     bit-identical runs. Nothing is dropped (drop_last=False); memory is pinned when CUDA is available.
+    With ``num_replicas`` processes (torchrun), the loaders hold process ``rank``'s share: batch sizes
+    are global and each process gets 1/num_replicas of every batch (``batch_size`` must divide);
+    the training order is the same as in one process, and val/test are split without repeats.
     ``dataset_options``: svhn ``extra``; digits ``image_size``; synthetic ``train_size``, ``test_size``,
     ``num_classes``, ``channels``, ``image_size``, ``noise``, ``data_seed``.
     """
     _check_args(subset, val_split, batch_size, num_workers)
     if eval_batch_size is not None:
         _check_args(None, 0.0, eval_batch_size)
+    if batch_size % num_replicas:
+        raise ValueError(
+            f"batch_size={batch_size} is the global batch of {num_replicas} processes: "
+            f"make it a multiple of {num_replicas}"
+        )
     sets = build_datasets(name, root, download, subset, val_split, seed, augment, **dataset_options)
-    eval_bs = eval_batch_size or batch_size
+    for split, part in (("val", sets.val), ("test", sets.test)):
+        if part is not None and len(part) < num_replicas:
+            raise ValueError(f"the {split} split has {len(part)} samples, fewer than the {num_replicas} processes")
+    eval_bs = math.ceil((eval_batch_size or batch_size) / num_replicas)
+    shard = dict(num_workers=num_workers, seed=seed, num_replicas=num_replicas, rank=rank)
     return Loaders(
-        train=make_loader(sets.train, batch_size, True, num_workers, seed),
-        val=make_loader(sets.val, eval_bs, False, num_workers, seed) if sets.val is not None else None,
-        test=make_loader(sets.test, eval_bs, False, num_workers, seed),
+        train=make_loader(sets.train, batch_size // num_replicas, True, **shard),
+        val=make_loader(sets.val, eval_bs, False, **shard) if sets.val is not None else None,
+        test=make_loader(sets.test, eval_bs, False, **shard),
         info=sets.info,
     )

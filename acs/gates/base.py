@@ -2,28 +2,82 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Type, Union
+import inspect
+import math
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Type, Union
 
 from torch import Tensor, nn
 
 from acs.cost import MacMeter
+from acs.ops import binary_keep, check_estimator
 
 GateSpec = Union[None, str, Mapping[str, Any]]
 _GATES: Dict[str, Optional[Type["Gate"]]] = {"none": None}
 
 
+class GateOutput(NamedTuple):
+    """What a gate decides for one batch.
+
+    ``mask`` (N × k): exactly 0/1 in forward, straight-through in backward; it alone decides what
+    is computed and costs MACs. ``probs`` (N × k): the soft scores the mask was drawn from, which
+    the ``l1`` regularizer penalises: keep probabilities for the sigmoid/softmax gates, the
+    non-negative saliencies for FBS. ``scale`` (N × k or ``None``): a factor on the kept outputs
+    (FBS boosts them by their saliency), kept apart so that the mask stays binary.
+    """
+
+    mask: Tensor
+    probs: Tensor
+    scale: Optional[Tensor] = None
+
+
 class Gate(nn.Module):
-    """Reads the layer input (N × C_in × H × W), returns a keep-mask over the layer's ``k`` new
-    output channels: exactly 0/1 in forward, differentiable (straight-through) in backward."""
+    """Reads the layer input (N × C_in × H × W) and returns a :class:`GateOutput` whose ``mask`` is
+    the keep-mask over the layer's ``k`` new output channels.
+
+    Returning the probabilities with the mask (rather than keeping them on the module) keeps one
+    forward pass per decision and nothing stateful between batches.
+    """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
 
+    def forward(self, x: Tensor) -> GateOutput:
+        raise NotImplementedError
+
     def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
         """The gate's own per-sample MACs for an input of spatial size ``in_hw`` whose live
         channels are ``live_in`` (N × C_in, ``None`` = all)."""
         raise NotImplementedError
+
+
+class LogitGate(Gate):
+    """A gate whose mask is drawn from per-channel keep logits by one of the estimators of
+    :mod:`acs.ops.binary` (``ste`` or ``gumbel`` with ``temperature``); evaluation always
+    thresholds the keep probability at 0.5. Subclasses implement :meth:`logits`."""
+
+    def __init__(self, in_channels: int, out_channels: int, estimator: str, temperature: float) -> None:
+        super().__init__(in_channels, out_channels)
+        check_estimator(estimator, temperature)
+        self.estimator, self.temperature = estimator, temperature
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Keep logits (N × k)."""
+        raise NotImplementedError
+
+    def probabilities(self, x: Tensor) -> Tensor:
+        """Soft keep probabilities (N × k) before thresholding."""
+        return self.logits(x).sigmoid()
+
+    def forward(self, x: Tensor) -> GateOutput:
+        return GateOutput(*binary_keep(self.logits(x), self.estimator, self.temperature, self.training))
+
+
+def keep_logit(init_keep: float) -> float:
+    """The logit of an initial keep probability, which a gate's output bias starts at."""
+    if not 0.0 < init_keep < 1.0:
+        raise ValueError(f"gate init_keep must lie strictly between 0 and 1, got {init_keep}")
+    return math.log(init_keep / (1.0 - init_keep))
 
 
 def register_gate(name: str) -> Callable[[Type[Gate]], Type[Gate]]:
@@ -43,11 +97,13 @@ def list_gates() -> list:
 def create_gate(spec: GateSpec, in_channels: int, out_channels: int) -> Optional[Gate]:
     """Builds a gate from a name (``"acs"``) or a mapping (``{"name": "acs", "width": 16}``).
 
-    ``"none"`` (or ``None``) means an ungated layer and returns ``None``.
+    ``"none"`` (or ``None``) means an ungated layer and returns ``None``. Options set to ``None``
+    are left out, since the config schema carries every gate's options and leaves the others unset;
+    an option the gate does not have is an error rather than silently ignored.
     """
     if spec is None:
         return None
-    options = {"name": spec} if isinstance(spec, str) else dict(spec)
+    options = {"name": spec} if isinstance(spec, str) else {k: v for k, v in spec.items() if v is not None}
     name = options.pop("name", None)
     if name not in _GATES:
         close = difflib.get_close_matches(str(name), _GATES, n=2)
@@ -56,11 +112,21 @@ def create_gate(spec: GateSpec, in_channels: int, out_channels: int) -> Optional
     cls = _GATES[name]
     if cls is None:
         return None
+    accepted = gate_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"gate '{name}' has no option {', '.join(unknown)}; its options: {', '.join(accepted)}")
     return cls(in_channels, out_channels, **options)
 
 
-def run_gate(gate: Optional[Gate], x: Tensor, meter: MacMeter, live_in: Optional[Tensor]) -> Optional[Tensor]:
-    """The keep-mask for ``x`` with the gate's cost recorded; ``None`` when ungated or when the
+def gate_options(name: str) -> List[str]:
+    """The options (constructor keywords after the channel counts) of a registered gate."""
+    cls = _GATES[name]
+    return [] if cls is None else list(inspect.signature(cls).parameters)[2:]
+
+
+def run_gate(gate: Optional[Gate], x: Tensor, meter: MacMeter, live_in: Optional[Tensor]) -> Optional[GateOutput]:
+    """The gate's decision for ``x`` with its cost recorded; ``None`` when ungated or when the
     meter measures the reference (gate-free) cost."""
     if gate is None or meter.dense:
         return None

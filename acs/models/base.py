@@ -7,27 +7,33 @@ import torch
 from torch import Tensor, nn
 
 from acs.cost import MacMeter
+from acs.gates import GateOutput
 
 
 class Output(NamedTuple):
-    """``logits`` (N × classes), ``macs`` (N, per-sample MACs, float64), ``masks`` (N × k per gated layer)."""
+    """``logits`` (N × classes), ``macs`` (N, per-sample MACs, float64), ``masks`` (N × k per gated
+    layer) and, parallel to them, ``probs``: the soft scores each mask was drawn from (see
+    :class:`acs.gates.GateOutput`), for regularizers on probabilities. Producers that have none
+    (deployment executors) leave ``probs`` empty."""
 
     logits: Tensor
     macs: Tensor
     masks: List[Tensor]
+    probs: Sequence[Tensor] = ()
 
 
 class AcsModel(nn.Module):
     """Base of the registry's models: subclasses implement :meth:`run`, which computes the logits
-    and reports every Conv2d/Linear it executes (and every gate) to a :class:`MacMeter`."""
+    and the gates' decisions in network order, and reports every Conv2d/Linear it executes (and
+    every gate) to a :class:`MacMeter`."""
 
-    def run(self, x: Tensor, meter: MacMeter) -> Tuple[Tensor, List[Tensor]]:
+    def run(self, x: Tensor, meter: MacMeter) -> Tuple[Tensor, List[GateOutput]]:
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Output:
         meter = MacMeter(x.shape[0], device=x.device)
-        logits, masks = self.run(x, meter)
-        return Output(logits, meter.total, masks)
+        logits, decisions = self.run(x, meter)
+        return Output(logits, meter.total, [d.mask for d in decisions], [d.probs for d in decisions])
 
     @torch.no_grad()
     def dense_macs(self, input_size: Sequence[int]) -> int:

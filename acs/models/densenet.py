@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from acs.cost import MacMeter
-from acs.gates import GateSpec, create_gate, run_gate
+from acs.gates import GateOutput, GateSpec, create_gate, run_gate
 from acs.models.base import AcsModel
 from acs.models.layers import conv3x3, extend_live
 from acs.models.registry import register_model
@@ -15,7 +15,8 @@ from acs.models.registry import register_model
 
 class DenseLayer(nn.Module):
     """BN-ReLU-(1×1 bottleneck-BN-ReLU)-3×3 producing ``growth`` channels, multiplied by the
-    gate's keep-mask before they join the concatenation."""
+    gate's keep-mask (and by its ``scale`` where the gate has one, e.g. FBS) before they join the
+    concatenation."""
 
     def __init__(self, in_channels: int, growth: int, bottleneck: Optional[int], conv: str, gate: GateSpec):
         super().__init__()
@@ -28,8 +29,9 @@ class DenseLayer(nn.Module):
         self.conv2 = conv3x3(conv, bottleneck or in_channels, growth)
         self.gate = create_gate(gate, in_channels, growth)
 
-    def forward(self, x: Tensor, live: Optional[Tensor], meter: MacMeter) -> Tuple[Tensor, Optional[Tensor]]:
-        mask = run_gate(self.gate, x, meter, live)
+    def forward(self, x: Tensor, live: Optional[Tensor], meter: MacMeter) -> Tuple[Tensor, Optional[GateOutput]]:
+        decision = run_gate(self.gate, x, meter, live)
+        mask = None if decision is None else decision.mask
         h = self.norm1(x).relu()
         live_mid = None
         if self.conv1 is not None:
@@ -44,8 +46,9 @@ class DenseLayer(nn.Module):
         h = self.conv2(h)
         meter.layer(self.conv2, h.shape[-2:], live_in=live_mid, live_out=mask)
         if mask is not None:
-            h = h * mask.to(h.dtype)[:, :, None, None]
-        return h, mask
+            factor = mask if decision.scale is None else mask * decision.scale
+            h = h * factor.to(h.dtype)[:, :, None, None]
+        return h, decision
 
 
 class Transition(nn.Module):
@@ -105,24 +108,25 @@ class DenseNet(AcsModel):
         self.fc = nn.Linear(channels, num_classes)
         self.num_features = channels
 
-    def run(self, x: Tensor, meter: MacMeter) -> Tuple[Tensor, List[Tensor]]:
+    def run(self, x: Tensor, meter: MacMeter) -> Tuple[Tensor, List[GateOutput]]:
         x = self.stem(x)
         meter.layer(self.stem, x.shape[-2:])
-        masks: List[Tensor] = []
+        decisions: List[GateOutput] = []
         live = None
         for index, block in enumerate(self.blocks):
             for layer in block:
-                new, mask = layer(x, live, meter)
+                new, decision = layer(x, live, meter)
+                mask = None if decision is None else decision.mask
                 live = extend_live(live, x.shape[1], mask, new.shape[1], new.shape[0])
                 x = torch.cat([x, new], 1)
-                if mask is not None:
-                    masks.append(mask)
+                if decision is not None:
+                    decisions.append(decision)
             if index < len(self.transitions):
                 x = self.transitions[index](x, live, meter)
                 live = None
         x = self.norm(x).relu().mean((2, 3))
         meter.layer(self.fc, live_in=live)
-        return self.fc(x), masks
+        return self.fc(x), decisions
 
 
 @register_model

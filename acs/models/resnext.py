@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from acs.cost import MacMeter
+from acs.gates import GateOutput
 from acs.models.base import AcsModel
 from acs.models.layers import conv3x3
 from acs.models.registry import register_model
@@ -113,7 +114,7 @@ class GResNeXt(AcsModel):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def run(self, x: Tensor, meter: MacMeter) -> Tuple[Tensor, List[Tensor]]:
+    def run(self, x: Tensor, meter: MacMeter) -> Tuple[Tensor, List[GateOutput]]:
         x = self.conv1(x)
         meter.layer(self.conv1, x.shape[-2:])
         x = self.bn1(x).relu()

@@ -1,6 +1,15 @@
 """Operators: the dynamic grouping convolution and its helpers."""
-from acs.ops.binary import binarize_ste
+from acs.ops.binary import ESTIMATORS, binarize_ste, binary_keep, check_estimator
 from acs.ops.dgconv import DGConv2d, shared_factors_of_two
 from acs.ops.permute import ChannelPermute, PermutedGroupConv2d
 
-__all__ = ["ChannelPermute", "PermutedGroupConv2d", "DGConv2d", "binarize_ste", "shared_factors_of_two"]
+__all__ = [
+    "ChannelPermute",
+    "PermutedGroupConv2d",
+    "DGConv2d",
+    "ESTIMATORS",
+    "binarize_ste",
+    "binary_keep",
+    "check_estimator",
+    "shared_factors_of_two",
+]

@@ -41,6 +41,10 @@ def _dispatch(cfg: DictConfig, run_dir: Path, overrides: List[str], multirun: bo
         from acs.training.runner import evaluate_checkpoint
 
         return evaluate_checkpoint(cfg, run_dir, overrides)
+    from acs.training import distributed
     from acs.training.benchmark import benchmark
+
+    if distributed.launched():
+        raise ConfigError("mode=benchmark measures one process: run it without torchrun")
 
     return benchmark(cfg, run_dir, overrides)

@@ -13,6 +13,7 @@ from torch import nn
 
 from acs.data import Loaders, build_loaders
 from acs.models import model_entrypoint
+from acs.training import distributed
 from acs.training.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ def _build_loaders(cfg: DictConfig, seed: int) -> Loaders:
         val_split=cfg.val_split,
         seed=seed,
         augment=cfg.augment,
+        # Under torchrun this process's share; batch sizes stay global.
+        num_replicas=distributed.world_size(),
+        rank=distributed.rank(),
         **OmegaConf.to_container(cfg.options, resolve=True),
     )
 

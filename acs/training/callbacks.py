@@ -1,4 +1,5 @@
-"""Hydra callbacks: reject a bad config before Hydra creates any output folder."""
+"""Hydra callbacks: reject a bad config before Hydra creates any output folder; under torchrun, one
+run folder for all processes."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
+from acs.training import distributed
 from acs.training.config import ConfigError, validate
 
 
@@ -47,3 +49,40 @@ class SweepReport(Callback):
             options = OmegaConf.to_container(config.logger.wandb, resolve=True)
             group = "/".join(sweep_dir.parts[-2:])
             log_sweep_summary(report.rows, report.png_path, sweep_dir, options, group)
+
+
+class TorchrunRunFolder(Callback):
+    """Under torchrun every process composes the config and Hydra makes a run folder in each. They
+    must share rank 0's: ``${now:...}`` in ``hydra.run.dir`` resolves per process, and processes may
+    start a second apart. So the processes join their group here, before Hydra creates anything,
+    take rank 0's resolved folder, and the others write nothing there (no ``.hydra/``, no log file;
+    their warnings go to the console)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not distributed.launched():
+            return
+        from acs.training.builders import select_device
+
+        distributed.init(select_device(config.trainer.device))
+        run_dir = distributed.broadcast(str(config.hydra.run.dir))
+        with read_write(config.hydra):
+            config.hydra.run.dir = run_dir
+            if not distributed.is_main():
+                config.hydra.output_subdir = None
+                config.hydra.job_logging = _console_warnings(distributed.rank())
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if distributed.launched():
+            print("error: torchrun runs one job; sweep with -m without torchrun (e.g. hydra/launcher=slurm)",
+                  file=sys.stderr)
+            raise SystemExit(2)
+
+
+def _console_warnings(rank: int) -> dict:
+    return {
+        "version": 1,
+        "formatters": {"rank": {"format": f"[rank {rank}][%(name)s][%(levelname)s] - %(message)s"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "rank", "stream": "ext://sys.stderr"}},
+        "root": {"level": "WARNING", "handlers": ["console"]},
+        "disable_existing_loggers": False,
+    }

@@ -17,7 +17,7 @@ MODES = ("train", "eval", "benchmark")
 LOSSES = ("xent", "adjust")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("multistep", "step", "cosine", "linear", "constant")
-REGULARIZERS = ("flops", "none")
+REGULARIZERS = ("flops", "target_rate", "l1", "none")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("bf16", "fp16", "fp32")
 LOGGERS = ("wandb", "none")
@@ -36,10 +36,16 @@ class ModelConfig:
 
 @dataclass
 class GateConfig:
+    """Every gate's options; each conf/gate/<name>.yaml sets its own and leaves the others unset
+    (None), which the gate never sees. Setting an option the gate lacks is an error."""
+
     name: str = "acs"
-    width: int = 32
-    init_keep: float = 0.9
-    conv: str = "dgconv"
+    width: Optional[int] = None  # acs, ddi, aig: channels inside the gate
+    init_keep: Optional[float] = None  # acs, ddi, aig: initial keep probability
+    conv: Optional[str] = None  # acs: dgconv | dense, its 3×3 convolutions
+    estimator: Optional[str] = None  # acs, ddi, aig: ste | gumbel
+    temperature: Optional[float] = None  # acs, ddi, aig: Gumbel temperature (estimator=gumbel)
+    density: Optional[float] = None  # fbs: fraction of channels kept
 
 
 @dataclass
@@ -79,7 +85,8 @@ class SchedulerConfig:
 class RegularizerConfig:
     name: str = "flops"
     beta: float = 0.5
-    minimum: float = 50.0  # target compute, % of the dense model's MACs
+    minimum: float = 50.0  # flops: target compute, % of the dense model's MACs
+    target: float = 0.5  # target_rate: target keep rate of every gated layer, in [0, 1]
 
 
 @dataclass
@@ -91,6 +98,7 @@ class TrainerConfig:
     grad_clip: Optional[float] = None
     deterministic: bool = False
     progress: bool = True
+    sync_bn: bool = False  # torchrun: BatchNorm statistics over the global batch, not each process's share
 
 
 @dataclass
@@ -148,6 +156,29 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _validate_gate(gate: DictConfig) -> None:
+    """The options that are set must be the gate's own and hold good values."""
+    from acs.gates import gate_options
+    from acs.ops import ESTIMATORS
+
+    if gate.name != "none":
+        own = gate_options(gate.name)
+        foreign = [k for k, v in gate.items() if k != "name" and v is not None and k not in own]
+        _check(not foreign, f"gate {gate.name} has no option {', '.join(foreign)}; its options: {', '.join(own)}")
+    if gate.init_keep is not None:
+        _check(0 < gate.init_keep < 1, f"gate.init_keep must lie in (0, 1), got {gate.init_keep}")
+    if gate.conv is not None:
+        _choice(gate.conv, "gate.conv", ("dgconv", "dense"))
+    if gate.width is not None:
+        _check(gate.width >= 1, f"gate.width must be >= 1, got {gate.width}")
+    if gate.estimator is not None:
+        _choice(gate.estimator, "gate.estimator", ESTIMATORS)
+    if gate.temperature is not None:
+        _check(gate.temperature > 0, f"gate.temperature must be > 0, got {gate.temperature}")
+    if gate.density is not None:
+        _check(0 < gate.density <= 1, f"gate.density must lie in (0, 1], got {gate.density}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raises :class:`ConfigError` on the first bad value; names come from the live registries."""
     from acs.data import list_datasets
@@ -168,6 +199,7 @@ def validate(cfg: DictConfig) -> None:
     reg = cfg.regularizer
     _check(math.isfinite(reg.beta) and reg.beta >= 0, f"regularizer.beta must be >= 0, got {reg.beta}")
     _check(0 <= reg.minimum <= 100, f"regularizer.minimum is a percentage in [0, 100], got {reg.minimum}")
+    _check(0 <= reg.target <= 1, f"regularizer.target is a keep rate in [0, 1], got {reg.target}")
     _check(cfg.optimizer.lr > 0, f"optimizer.lr must be > 0, got {cfg.optimizer.lr}")
     _check(cfg.optimizer.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}")
     _check(cfg.trainer.max_epochs >= 1, f"trainer.max_epochs must be >= 1, got {cfg.trainer.max_epochs}")
@@ -180,12 +212,10 @@ def validate(cfg: DictConfig) -> None:
     _check(all(0 < m <= 1 for m in milestones), f"scheduler.milestones are fractions in (0, 1], got {milestones}")
     _check(cfg.scheduler.step_size >= 1, f"scheduler.step_size must be >= 1, got {cfg.scheduler.step_size}")
     _check(cfg.scheduler.gamma > 0, f"scheduler.gamma must be > 0, got {cfg.scheduler.gamma}")
-    _check(0 < cfg.gate.init_keep < 1, f"gate.init_keep must lie in (0, 1), got {cfg.gate.init_keep}")
     bench = cfg.benchmark
     _check(bench.warmup >= 0 and bench.steps >= 1, "benchmark.warmup must be >= 0 and benchmark.steps >= 1")
     _check(bench.batch_size is None or bench.batch_size >= 1, "benchmark.batch_size must be >= 1 (or null)")
-    _choice(cfg.gate.conv, "gate.conv", ("dgconv", "dense"))
-    _check(cfg.gate.width >= 1, f"gate.width must be >= 1, got {cfg.gate.width}")
+    _validate_gate(cfg.gate)
     _check(cfg.mode != "eval" or cfg.ckpt_path, "mode=eval needs ckpt_path=<checkpoint file>")
     if cfg.trainer.device == "cuda":
         import torch

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from acs.training.metrics import SplitMetrics
-from acs.training.objective import FlopsRegularizer, classification_loss
+from acs.training.objective import Regularizer, classification_loss
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
@@ -30,7 +30,7 @@ class StepContext:
     precision: str = "fp32"
     channels_last: bool = False
     loss: str = "xent"
-    regularizer: Optional[FlopsRegularizer] = None
+    regularizer: Optional[Regularizer] = None
     grad_clip: Optional[float] = None
     progress: bool = True
 
@@ -69,7 +69,7 @@ def run_epoch(
             with ctx.autocast():
                 out = model(images)
             loss, xent = classification_loss(out.logits, target, ctx.loss)
-            reg = ctx.regularizer(out.macs) if ctx.regularizer is not None else None
+            reg = ctx.regularizer(out) if ctx.regularizer is not None else None
             total = loss + reg if reg is not None else loss
             if not torch.isfinite(total):
                 raise TrainingDiverged(f"{split} loss became {total.item()} at step {step}")
@@ -78,7 +78,7 @@ def run_epoch(
             stats.update(out, target, total.detach(), xent, None if reg is None else reg.detach())
             if step % 10 == 0:
                 bar.set_postfix(stats.running, refresh=False)
-    return stats.compute()
+    return stats.all_reduce().compute()  # the whole split, whatever the number of processes
 
 
 def _step(model, total, optimizer, scaler, grad_clip, step) -> None:

@@ -1,4 +1,4 @@
-"""Run-folder files that must never be seen half-written."""
+"""Run-folder files that must never be seen half-written, and that only rank 0 writes (torchrun)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Mapping, Union
 
+from acs.training import distributed
+
 
 def atomic_write(path: Union[str, Path], write: Callable[[IO[bytes]], None]) -> None:
     """Calls ``write`` on a temporary file beside ``path``, syncs it, then renames it over ``path``:
-    a crash at any moment leaves the old file or the new one, never a mixture."""
+    a crash at any moment leaves the old file or the new one, never a mixture. Under torchrun only
+    rank 0 writes (every rank holds the same state); on the other ranks this does nothing."""
+    if not distributed.is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -44,6 +49,8 @@ def rewrite_jsonl(path: Union[str, Path], records: Iterable[Mapping[str, Any]]) 
 
 
 def append_jsonl(path: Union[str, Path], record: Mapping[str, Any]) -> None:
+    if not distributed.is_main():
+        return
     with open(path, "a") as file:
         file.write(json.dumps(record) + "\n")
         file.flush()

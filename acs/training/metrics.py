@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
+import torch
 from torch import Tensor
 
 from acs.models import Output
+from acs.training import distributed
 from acs.training.objective import accuracy_counts
 
 
@@ -35,6 +37,22 @@ class SplitMetrics:
         self.sums["macs"] += float(out.macs.detach().sum())
         kept = [m.detach().sum(0) for m in out.masks]
         self.kept = kept if self.kept is None else [a + b for a, b in zip(self.kept, kept)]
+
+    def all_reduce(self) -> "SplitMetrics":
+        """Adds up the sums of all ranks' shares (nothing to do in one process). Exact: the counts are
+        integers, which float64 carries without rounding."""
+        if distributed.world_size() == 1:
+            return self
+        kept = self.kept or []
+        head = torch.tensor([self.samples, *self.sums.values()], dtype=torch.float64)
+        total = distributed.all_reduce_sum(torch.cat([head, *(k.double().cpu() for k in kept)]))
+        self.samples = int(total[0])
+        for key, value in zip(self.sums, total[1 : len(head)].tolist()):
+            self.sums[key] = int(value) if key.startswith("acc") else value
+        if kept:
+            parts = total[len(head) :].split([k.numel() for k in kept])
+            self.kept = [p.to(k.device, k.dtype).view_as(k) for p, k in zip(parts, kept)]
+        return self
 
     @property
     def running(self) -> Dict[str, float]:

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from acs.reporting import create_logger
+from acs.training import distributed
 from acs.training.builders import build_data, build_model, seed_everything, select_device
 from acs.training.checkpoint import load_checkpoint, load_model_state, restore_rng_state, rng_state, save_checkpoint
 from acs.training.config import Config
@@ -35,7 +36,7 @@ class Run:
         self.metrics_path, self.summary_path = self.run_dir / "metrics.jsonl", self.run_dir / "summary.json"
         self.started = time.time()
         seed_everything(cfg.seed, cfg.trainer.deterministic)
-        self.device = select_device(cfg.trainer.device)
+        self.device = distributed.init(select_device(cfg.trainer.device))  # cuda:LOCAL_RANK under torchrun
         self.loaders = build_data(cfg.dataset, cfg.seed)
         self.model = build_model(cfg.model, cfg.gate, self.loaders.num_classes, self.loaders.in_channels)
         self.model.to(self.device)
@@ -43,14 +44,17 @@ class Run:
             self.model.to(memory_format=torch.channels_last)
         self.dense_macs = self.model.dense_macs(self.loaders.input_size)
         self.params = sum(p.numel() for p in self.model.parameters())
+        distributed.seed_rank(cfg.seed, 0)
 
     def step_context(self, regularizer=None) -> StepContext:
         t = self.cfg.trainer
         return StepContext(
-            self.device, t.precision, t.channels_last, self.cfg.loss, regularizer, t.grad_clip, t.progress
+            self.device, t.precision, t.channels_last, self.cfg.loss, regularizer, t.grad_clip,
+            t.progress and distributed.is_main(),
         )
 
     def evaluate(self, ctx: StepContext, epoch_label: str = "") -> Dict[str, float]:
+        distributed.broadcast_buffers(self.model)
         metrics = {}
         for split, loader in (("val", self.loaders.val), ("test", self.loaders.test)):
             if loader is not None:
@@ -95,13 +99,14 @@ def _resume_source(cfg: DictConfig, run_dir: Path) -> Optional[Path]:
 def train(cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[str] = None) -> Dict[str, Any]:
     """Trains ``cfg.trainer.max_epochs`` epochs (or what is left of them), testing every epoch."""
     run = Run(cfg, run_dir, overrides, group)
+    if cfg.trainer.sync_bn:
+        run.model = distributed.sync_batchnorm(run.model, run.device)
     model = run.model
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.trainer.max_epochs)
     use_scaler = run.device.type == "cuda" and cfg.trainer.precision == "fp16"
     scaler = torch.amp.GradScaler(run.device.type, enabled=use_scaler)
-    reg_cfg = cfg.regularizer
-    ctx = run.step_context(build_regularizer(reg_cfg.name, reg_cfg.beta, reg_cfg.minimum, run.dense_macs))
+    ctx = run.step_context(build_regularizer(cfg.regularizer, run.dense_macs))
     select = "val/acc1" if run.loaders.val is not None else "test/acc1"
     start_epoch, best, wandb_id = 0, None, None
 
@@ -114,14 +119,16 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[
         scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         start_epoch, best, wandb_id = state["epoch"], state["best"], state["wandb_id"]
+        distributed.seed_rank(cfg.seed, start_epoch)
         # Lines of epochs after the checkpoint belong to work that is about to be redone.
         rewrite_jsonl(run.metrics_path, [r for r in read_jsonl(run.metrics_path) if r["epoch"] <= start_epoch])
         log.info("resumed from %s after epoch %d", source, start_epoch)
 
+    net = distributed.wrap(model, run.device)  # trains; ``model`` itself is evaluated and saved
     resolved = OmegaConf.to_container(cfg, resolve=True)
     write_json(run.summary_path, run.summary("running", epochs_completed=start_epoch))
     logger = create_logger(
-        cfg.logger.name,
+        cfg.logger.name if distributed.is_main() else "none",
         OmegaConf.to_container(cfg.logger.get("wandb", {}), resolve=True),
         run.run_dir,
         resolved,
@@ -134,16 +141,13 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[
         with logger:
             for epoch in range(start_epoch, cfg.trainer.max_epochs):
                 tic = time.time()
-                # The shuffle order is a function of (seed, epoch), so a resumed run sees the same batches.
-                generator = getattr(run.loaders.train, "generator", None)
-                if generator is not None:
-                    generator.manual_seed(cfg.seed * 100_003 + epoch)
+                run.loaders.set_epoch(epoch)
                 label = f"epoch {epoch + 1}/{cfg.trainer.max_epochs} "
                 lr = optimizer.param_groups[0]["lr"]
                 record = {"epoch": epoch + 1, "lr": lr}
                 record.update(
                     run_epoch(
-                        model, run.loaders.train, "train", run.dense_macs, ctx, optimizer, scaler, label + "train"
+                        net, run.loaders.train, "train", run.dense_macs, ctx, optimizer, scaler, label + "train"
                     )
                 )
                 record.update(run.evaluate(ctx, label))

@@ -1,0 +1,140 @@
+"""The gate designs that ACS-GN is compared with, in the same slot and under the same cost model.
+
+Which estimator each takes (``gate.estimator``, see :mod:`acs.ops.binary`):
+
+- ``ddi``: ``ste`` (default) or ``gumbel``, like ``acs``;
+- ``aig``: ``gumbel`` (default, ConvNet-AIG's hard Gumbel-softmax) or ``ste`` (argmax forward,
+  softmax gradient backward);
+- ``fbs``: none: its k-winners-take-all is deterministic, so it has no ``estimator`` option.
+
+Their computations are Conv2d/Linear layers (on pooled features as linear layers), so the cost
+model counts them like any other; pooling and BatchNorm are not counted, as everywhere.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from acs.cost import conv_output_size, layer_macs
+from acs.gates.base import Gate, GateOutput, LogitGate, keep_logit, register_gate
+
+
+def _check_width(width: int) -> None:
+    if width < 1:
+        raise ValueError(f"gate width must be positive, got {width}")
+
+
+@register_gate("ddi")
+class DDIGate(LogitGate):
+    """The DDI gate that ACS-GN was derived from: ``1×1 conv (C_in→w, stride 2) → BN → ReLU →
+    3×3 conv (w→w) → global average pool → linear with bias (w→k) → sigmoid → 0.5 threshold``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        width: int = 32,
+        init_keep: float = 0.9,
+        estimator: str = "ste",
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__(in_channels, out_channels, estimator, temperature)
+        _check_width(width)
+        self.reduce = nn.Conv2d(in_channels, width, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        self.conv = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.head = nn.Linear(width, out_channels)
+        nn.init.constant_(self.head.bias, keep_logit(init_keep))
+
+    def logits(self, x: Tensor) -> Tensor:
+        # The strided 1×1 conv as a 1×1 conv of every other pixel, as in ACSGate (faster on CPU).
+        h = self.conv(self.bn(F.conv2d(x[:, :, ::2, ::2], self.reduce.weight)).relu())
+        return self.head(h.mean((2, 3)))
+
+    def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
+        hw = conv_output_size(self.reduce, in_hw)
+        total = layer_macs(self.reduce, hw, live_in=live_in)
+        total = total + layer_macs(self.conv, conv_output_size(self.conv, hw))
+        return total + layer_macs(self.head)
+
+
+@register_gate("aig")
+class AIGGate(LogitGate):
+    """ConvNet-AIG: ``global average pool → linear (C_in→w) → BN → ReLU → linear (w→2k)``, an
+    (off, on) logit pair per channel, hard Gumbel-softmax (straight-through) in training and argmax
+    in evaluation.
+
+    A two-way Gumbel-softmax over (off, on) is exactly a Gumbel-sigmoid of ``on − off`` (the
+    difference of two Gumbel samples is logistic), so the pair's difference is this gate's keep logit
+    and the shared estimators apply. The second linear computes both logits, as the design does, and
+    is counted so; a deployment could fold it into one ``w→k`` layer.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        width: int = 16,
+        init_keep: float = 0.9,
+        estimator: str = "gumbel",
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__(in_channels, out_channels, estimator, temperature)
+        _check_width(width)
+        self.squeeze = nn.Linear(in_channels, width, bias=False)  # BN follows: a bias would be redundant
+        self.bn = nn.BatchNorm1d(width)
+        self.pair = nn.Linear(width, 2 * out_channels)
+        with torch.no_grad():
+            bias = self.pair.bias.view(out_channels, 2)
+            bias[:, 0] = 0.0
+            bias[:, 1] = keep_logit(init_keep)
+
+    def logits(self, x: Tensor) -> Tensor:
+        h = self.squeeze(x.mean((2, 3)))
+        if self.training and h.shape[0] == 1:
+            # Batch statistics of one sample do not exist (BatchNorm1d raises); a loader's last batch
+            # can be a single sample, so it is normalised with the running statistics instead.
+            bn = self.bn
+            h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps)
+        else:
+            h = self.bn(h)
+        pair = self.pair(h.relu()).view(h.shape[0], self.out_channels, 2)
+        return pair[..., 1] - pair[..., 0]
+
+    def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
+        return layer_macs(self.squeeze, live_in=live_in) + layer_macs(self.pair)
+
+
+@register_gate("fbs")
+class FBSGate(Gate):
+    """Feature Boosting and Suppression: saliency ``s = ReLU(linear(mean |x| per channel))``
+    (C_in→k), keep the ``⌈density·k⌉`` most salient channels per sample (k-winners-take-all), and
+    scale the kept outputs by their saliency.
+
+    The mask stays binary (it decides what is computed and costs MACs, straight-through to ``s`` in
+    backward); the saliency is returned as the :class:`GateOutput` ``scale``, which the layer
+    multiplies into its kept outputs, and as ``probs``, so that ``regularizer=l1`` is FBS's own
+    lasso on the saliencies. The compute is fixed by ``density``: compute regularizers cannot move it.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, density: float = 0.5) -> None:
+        super().__init__(in_channels, out_channels)
+        if not 0.0 < density <= 1.0:
+            raise ValueError(f"gate density must lie in (0, 1], got {density}")
+        # Rounded first, so that a density such as 1/3 of 12 channels keeps 4, not 5.
+        self.kept = math.ceil(round(density * out_channels, 9))
+        self.saliency = nn.Linear(in_channels, out_channels)
+        # Saliencies start near 1, so that boosting does not first shrink every kept output.
+        nn.init.constant_(self.saliency.bias, 1.0)
+
+    def forward(self, x: Tensor) -> GateOutput:
+        s = self.saliency(x.abs().mean((2, 3))).relu()
+        winners = torch.zeros_like(s).scatter_(1, s.topk(self.kept, dim=1).indices, 1.0)
+        return GateOutput(winners + (s - s.detach()), s, s)
+
+    def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
+        return layer_macs(self.saliency, live_in=live_in)

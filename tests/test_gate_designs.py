@@ -1,0 +1,179 @@
+"""The compared gate designs (acs, acs with dense convs, ddi, aig, fbs) and the binary estimators:
+every combination with every regularizer trains, masks are binary, costs match an independent counter."""
+import copy
+import math
+
+import pytest
+import torch
+from conftest import TINY, compose_config
+from helpers import counted_macs, materialize_dgconvs
+
+import acs
+from acs.cost import MacMeter
+from acs.gates import AIGGate, FBSGate, create_gate
+from acs.ops import DGConv2d, binary_keep
+from acs.training.builders import build_data, build_model, seed_everything
+from acs.training.config import ConfigError, validate
+from acs.training.engine import StepContext, run_epoch
+from acs.training.objective import build_regularizer
+from acs.training.optim import build_optimizer
+
+# Gate variants with the estimators each accepts (fbs is deterministic and takes none).
+GATES = {
+    "acs": (["gate=acs", "gate.width=8"], ["ste", "gumbel"]),
+    "acs_dense": (["gate=acs", "gate.width=8", "gate.conv=dense"], ["ste", "gumbel"]),
+    "ddi": (["gate=ddi", "gate.width=8"], ["ste", "gumbel"]),
+    "aig": (["gate=aig", "gate.width=8"], ["gumbel", "ste"]),
+    "fbs": (["gate=fbs", "gate.density=0.5"], [None]),
+}
+REGULARIZERS = ["flops", "target_rate", "l1", "none"]
+COMBINATIONS = [(gate, est, reg) for gate, (_, ests) in GATES.items() for est in ests for reg in REGULARIZERS]
+SPECS = {
+    "acs": {"name": "acs", "width": 16},
+    "acs_dense": {"name": "acs", "width": 16, "conv": "dense"},
+    "ddi": {"name": "ddi", "width": 16},
+    "aig": {"name": "aig", "width": 16},
+    "fbs": {"name": "fbs", "density": 0.5},
+}
+
+
+def miniature(gate: str, estimator, reg: str):
+    """Config as the command line composes it, then the model after one tiny training epoch."""
+    overrides = [o for o in TINY if not o.startswith("gate.")] + GATES[gate][0]
+    overrides += ["dataset.options.train_size=32", "dataset.batch_size=16", f"regularizer={reg}"]
+    if estimator is not None:
+        overrides += [f"gate.estimator={estimator}", "gate.temperature=0.5"]
+    cfg = compose_config(*overrides)
+    validate(cfg)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    loaders = build_data(cfg.dataset, cfg.seed)
+    model = build_model(cfg.model, cfg.gate, loaders.num_classes, loaders.in_channels)
+    dense = model.dense_macs(loaders.input_size)
+    regularizer = build_regularizer(cfg.regularizer, dense)
+    assert (regularizer is None) == (reg == "none")
+    ctx = StepContext(torch.device("cpu"), loss=cfg.loss, regularizer=regularizer, progress=False)
+    metrics = run_epoch(model, loaders.train, "train", dense, ctx, build_optimizer(cfg.optimizer, model))
+    return model, loaders, metrics
+
+
+@pytest.mark.parametrize("gate, estimator, reg", COMBINATIONS, ids=[f"{g}-{e}-{r}" for g, e, r in COMBINATIONS])
+def test_every_gate_estimator_and_regularizer_trains(gate, estimator, reg):
+    model, loaders, metrics = miniature(gate, estimator, reg)
+    assert math.isfinite(metrics["train/loss"]) and 0 < metrics["train/compute_ratio"]
+    # The last step's gradients (the optimizer does not clear them) reach every gate parameter.
+    grads = {}
+    for name, param in model.named_parameters():
+        if ".gate." in name:
+            assert param.grad is not None and torch.isfinite(param.grad).all(), name
+            key = name.split(".gate.")[1]
+            grads[key] = grads.get(key, 0.0) + param.grad.abs().sum().item()
+    assert grads and all(total > 0 for total in grads.values()), grads
+    images, _ = next(iter(loaders.train))
+    for training in (True, False):
+        model.train(training)
+        out = model(images)
+        assert len(out.masks) == len(out.probs) == 36
+        for mask, probs in zip(out.masks, out.probs):
+            assert set(mask.unique().tolist()) <= {0.0, 1.0}
+            assert probs.shape == mask.shape and bool((probs >= 0).all())
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (15, 9)])
+@pytest.mark.parametrize("gate", list(SPECS))
+def test_own_macs_equal_flop_counter(gate, hw):
+    module = create_gate(SPECS[gate], 40, 12)
+    for m in module.modules():
+        if isinstance(m, DGConv2d):
+            m.gates.data = torch.randn(m.num_gates)
+    deployed = materialize_dgconvs(copy.deepcopy(module)).eval()
+    assert module.macs(hw).item() == counted_macs(deployed, torch.randn(2, 40, *hw))
+
+
+@pytest.mark.parametrize("gate", list(SPECS))
+def test_dead_inputs_cost_like_absent_ones(gate):
+    """25 of 40 input channels skipped upstream cost exactly what a gate reading 15 channels costs."""
+    full, narrow = create_gate(SPECS[gate], 40, 12), create_gate(SPECS[gate], 15, 12)
+    for a, b in zip(full.modules(), narrow.modules()):
+        if isinstance(a, DGConv2d):
+            b.gates.data.copy_(a.gates)
+    live = torch.ones(2, 40)
+    live[1, :25] = 0
+    macs = full.macs((16, 16), live)
+    assert macs[0].item() == full.macs((16, 16)).item()
+    assert macs[1].item() == narrow.macs((16, 16)).item() < macs[0].item()
+
+
+def test_gumbel_estimator_keeps_with_the_sigmoid_probability_and_is_deterministic_at_eval():
+    logits = torch.linspace(-2, 2, 9).expand(20000, 9).clone().requires_grad_()
+    mask, probs = binary_keep(logits, "gumbel", 0.5, training=True)
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+    assert (mask.mean(0) - logits[0].sigmoid()).abs().max() < 0.02
+    assert torch.equal(probs, logits.sigmoid())
+    mask.sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    evaluated, _ = binary_keep(logits, "gumbel", 0.5, training=False)
+    assert torch.equal(evaluated, binary_keep(logits, "ste", 1.0, training=True)[0])
+    assert torch.equal(evaluated[0], (logits[0] > 0).float())
+
+
+def test_aig_is_argmax_of_its_logit_pair_at_eval_and_sampled_in_training():
+    gate = AIGGate(20, 12, width=16, init_keep=0.5)
+    x = torch.randn(8, 20, 6, 6)
+    gate.eval()
+    pair = gate.pair(gate.bn(gate.squeeze(x.mean((2, 3)))).relu()).view(8, 12, 2)
+    assert torch.equal(gate(x).mask, (pair[..., 1] > pair[..., 0]).float())
+    assert torch.allclose(gate(x).probs, pair.softmax(-1)[..., 1], atol=1e-6)
+    gate.train()
+    assert not torch.equal(gate(x).mask, gate(x).mask)  # Gumbel noise in training
+    assert gate(x[:1]).mask.shape == (1, 12)  # a one-sample batch falls back to running BN statistics
+
+
+def test_fbs_keeps_the_top_density_share_and_scales_the_layer_by_saliency():
+    x = torch.randn(5, 16, 8, 8)
+    for density, kept in [(1 / 3, 4), (0.5, 6), (0.01, 1), (1.0, 12)]:
+        out = FBSGate(16, 12, density=density)(x)
+        assert torch.equal(out.mask.sum(1), torch.full((5,), float(kept)))
+        assert torch.equal(out.scale, out.probs) and bool((out.scale >= 0).all())
+        chosen = out.scale.topk(kept, 1).values.min(1).values
+        assert bool((out.scale * (1 - out.mask) <= chosen[:, None]).all())  # no dropped channel beats a kept one
+    model = acs.create_model("densenet40", gate={"name": "fbs", "density": 0.25})
+    layer = model.blocks[0][0]
+    h, decision = layer(x, None, MacMeter(5))
+    expected = layer.conv2(layer.norm1(x).relu()) * (decision.mask * decision.scale)[:, :, None, None]
+    assert torch.equal(h, expected) and torch.equal(decision.mask.sum(1), torch.full((5,), 3.0))
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"name": "acs", "estimator": "reinforce"}, "gate estimator must be one of ste, gumbel, got 'reinforce'"),
+        ({"name": "ddi", "temperature": 0.0}, "gate temperature must be > 0, got 0.0"),
+        ({"name": "aig", "temperature": -1.0}, "gate temperature must be > 0"),
+        ({"name": "fbs", "density": 0.0}, "gate density must lie in (0, 1], got 0.0"),
+        ({"name": "fbs", "density": 1.5}, "gate density must lie in (0, 1], got 1.5"),
+        ({"name": "fbs", "estimator": "gumbel"}, "gate 'fbs' has no option estimator; its options: density"),
+        ({"name": "ddi", "conv": "dense"}, "gate 'ddi' has no option conv"),
+        ({"name": "aig", "init_keep": 1.0}, "gate init_keep must lie strictly between 0 and 1"),
+    ],
+)
+def test_bad_gate_options_are_clear_errors(spec, message):
+    with pytest.raises(ValueError) as error:
+        create_gate(spec, 16, 12)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["gate.estimator=reinforce"], "gate.estimator='reinforce' is not one of: ste, gumbel"),
+        (["gate=ddi", "gate.temperature=0"], "gate.temperature must be > 0, got 0.0"),
+        (["gate=fbs", "gate.density=0"], "gate.density must lie in (0, 1], got 0.0"),
+        (["gate=fbs", "gate.density=1.2"], "gate.density must lie in (0, 1], got 1.2"),
+        (["gate=fbs", "gate.estimator=gumbel"], "gate fbs has no option estimator; its options: density"),
+        (["gate=fbs", "gate.width=8"], "gate fbs has no option width"),
+    ],
+)
+def test_bad_gate_config_is_one_clear_line(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config(*overrides))
+    assert message in str(error.value) and "\n" not in str(error.value)

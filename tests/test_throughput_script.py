@@ -1,0 +1,29 @@
+"""benchmarks/throughput.py: both variants through the same training step, and their ratio."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prints_and_writes_both_variants_and_their_ratio(tmp_path, capsys):
+    out = tmp_path / "throughput.json"
+    argv = ["--device", "cpu", "--batch", "4", "--input", "3,8,8", "--warmup", "0", "--steps", "1"]
+    assert load_script().main(argv + ["--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    ungated, gated = result["results"]["ungated"], result["results"]["gated"]
+    for key in ("train_images_per_s", "eval_images_per_s"):
+        assert ungated[key] > 0 and gated[key] > 0
+        assert result["gated_over_ungated"][key] == pytest.approx(gated[key] / ungated[key])
+    assert gated["macs"] != ungated["macs"]  # the gated model really runs its gates
+    printed = capsys.readouterr().out
+    assert "ungated" in printed and "gated" in printed and "ratio" in printed
