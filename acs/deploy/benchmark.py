@@ -5,28 +5,30 @@ from __future__ import annotations
 
 import copy
 import statistics
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from acs.cost import MacMeter
 from acs.deploy import to_dynamic
 from acs.deploy.materialize import materialize
 from acs.models.densenet import DenseNet
 from acs.models.resnext import GResNeXt
-from acs.timing import time_calls
+from acs.timing import time_interleaved
 
 
-def median_latency_ms(fn: Callable[[], object], runs: int, warmup: int) -> float:
+def _rows(variants: Sequence[Tuple[str, Callable[[], Tensor]]], runs: int, warmup: int) -> List[Dict[str, float]]:
+    """Median latency (interleaved timing) and MACs per sample of each ``(name, call)``; a call
+    returns the per-sample MACs it ran."""
+    calls = [call for _, call in variants]
     with torch.no_grad():
-        return 1000.0 * statistics.median(time_calls(fn, warmup, runs))
-
-
-def _row(name: str, module: nn.Module, x: torch.Tensor, runs: int, warmup: int) -> Dict[str, float]:
-    with torch.no_grad():
-        macs = float(module(x).macs.mean())
-    return {"variant": name, "latency_ms": median_latency_ms(lambda: module(x), runs, warmup), "macs": macs}
+        macs = [float(call().mean()) for call in calls]
+        times = time_interleaved(calls, warmup, runs)
+    return [
+        {"variant": name, "latency_ms": 1000.0 * statistics.median(seconds), "macs": m}
+        for (name, _), seconds, m in zip(variants, times, macs)
+    ]
 
 
 def _ratios(rows: List[Dict[str, float]]) -> List[Dict[str, float]]:
@@ -45,13 +47,17 @@ def benchmark_densenet(
     The ungated model's executor is listed too, so that what the skipping saves can be told apart
     from what the executor's own engineering saves."""
     x = torch.randn(1, *input_size, generator=torch.Generator().manual_seed(0))
-    rows = [
-        _row("dense (ungated)", dense.eval(), x, runs, warmup),
-        _row("masked (training form)", gated.eval(), x, runs, warmup),
-        _row("dynamic executor", to_dynamic(gated), x, runs, warmup),
-        _row("executor of ungated", to_dynamic(dense), x, runs, warmup),
+    modules = [
+        ("dense (ungated)", dense.eval()),
+        ("masked (training form)", gated.eval()),
+        ("dynamic executor", to_dynamic(gated)),
+        ("executor of ungated", to_dynamic(dense)),
     ]
-    return _ratios(rows)
+    return _ratios(_rows([(name, _forward_macs(module, x)) for name, module in modules], runs, warmup))
+
+
+def _forward_macs(module: nn.Module, x: Tensor) -> Callable[[], Tensor]:
+    return lambda: module(x).macs
 
 
 def benchmark_resnext(model: GResNeXt, input_size: Sequence[int], runs: int, warmup: int) -> List[dict]:
@@ -68,24 +74,15 @@ def benchmark_resnext(model: GResNeXt, input_size: Sequence[int], runs: int, war
         for b in model.layer1:
             h = b(h, meter)
         h = model.layer2[0](h, meter)
-    block_rows = _ratios(
-        [
-            _block_row("block masked", block, h, runs, warmup),
-            _block_row("block materialized", block_deployed, h, runs, warmup),
-        ]
-    )
-    net_rows = _ratios(
-        [_row("network masked", model, x, runs, warmup), _row("network materialized", deployed, x, runs, warmup)]
-    )
-    return block_rows + net_rows
+    blocks = [("block masked", _block_macs(block, h)), ("block materialized", _block_macs(block_deployed, h))]
+    networks = [("network masked", _forward_macs(model, x)), ("network materialized", _forward_macs(deployed, x))]
+    return _ratios(_rows(blocks, runs, warmup)) + _ratios(_rows(networks, runs, warmup))
 
 
-def _block_row(name: str, block: nn.Module, h: torch.Tensor, runs: int, warmup: int) -> Dict[str, float]:
-    def run():
+def _block_macs(block: nn.Module, h: Tensor) -> Callable[[], Tensor]:
+    def run() -> Tensor:
         meter = MacMeter(1)
         block(h, meter)
         return meter.total
 
-    with torch.no_grad():
-        macs = float(run().mean())
-    return {"variant": name, "latency_ms": median_latency_ms(run, runs, warmup), "macs": macs}
+    return run
