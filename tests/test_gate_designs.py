@@ -1,4 +1,4 @@
-"""The compared gate designs (acs, acs with dense convs, ddi, aig, fbs) and the binary estimators:
+"""The compared gate designs (acs, acs with dense or fixed-group convs, ddi, aig, fbs) and the binary estimators:
 every combination with every regularizer trains, masks are binary, costs match an independent counter."""
 import copy
 import math
@@ -22,6 +22,7 @@ from acs.training.optim import build_optimizer
 GATES = {
     "acs": (["gate=acs", "gate.width=8"], ["ste", "gumbel"]),
     "acs_dense": (["gate=acs", "gate.width=8", "gate.conv=dense"], ["ste", "gumbel"]),
+    "acs_group": (["gate=acs", "gate.width=8", "gate.conv=group", "gate.groups=4"], ["ste", "gumbel"]),
     "ddi": (["gate=ddi", "gate.width=8"], ["ste", "gumbel"]),
     "aig": (["gate=aig", "gate.width=8"], ["gumbel", "ste"]),
     "fbs": (["gate=fbs", "gate.density=0.5"], [None]),
@@ -31,6 +32,7 @@ COMBINATIONS = [(gate, est, reg) for gate, (_, ests) in GATES.items() for est in
 SPECS = {
     "acs": {"name": "acs", "width": 16},
     "acs_dense": {"name": "acs", "width": 16, "conv": "dense"},
+    "acs_group": {"name": "acs", "width": 16, "conv": "group", "groups": 4},
     "ddi": {"name": "ddi", "width": 16},
     "aig": {"name": "aig", "width": 16},
     "fbs": {"name": "fbs", "density": 0.5},

@@ -16,7 +16,8 @@ class ACSGate(LogitGate):
     """``1×1 conv (C_in→w, stride 2) → DGConv 3×3 (w→w, stride 2) → BN → ReLU → DGConv 3×3 (w→w)
     → global average pool → 1×1 conv with bias (w→k) → sigmoid → 0.5 threshold (straight-through)``.
 
-    ``conv="dense"`` uses plain 3×3 convolutions instead of DGConv2d (the ACS-DG ablation).
+    ``conv="dense"`` uses plain 3×3 convolutions instead of DGConv2d, ``conv="group"`` fixed grouped
+    ones with ``groups`` groups (the two ablations of ACS-DG inside the gate).
     ``init_keep`` sets the initial keep probability: the output bias starts at its logit.
     ``estimator`` (``ste`` or ``gumbel`` with ``temperature``) is how the mask is drawn in training,
     see :mod:`acs.ops.binary`; evaluation always thresholds at 0.5.
@@ -31,21 +32,31 @@ class ACSGate(LogitGate):
         conv: str = "dgconv",
         estimator: str = "ste",
         temperature: float = 1.0,
+        groups: Optional[int] = None,
     ) -> None:
         super().__init__(in_channels, out_channels, estimator, temperature)
         if width < 1:
             raise ValueError(f"gate width must be positive, got {width}")
-        if conv not in ("dgconv", "dense"):
-            raise ValueError(f"gate conv must be 'dgconv' or 'dense', got '{conv}'")
-        conv3x3 = DGConv2d if conv == "dgconv" else nn.Conv2d
+        if conv not in ("dgconv", "dense", "group"):
+            raise ValueError(f"gate conv must be 'dgconv', 'dense' or 'group', got '{conv}'")
+        if (conv == "group") != (groups is not None):
+            raise ValueError(f"gate groups is the group count of conv 'group' (and only of it); got conv '{conv}', groups {groups}")
+        if conv == "group" and (groups < 1 or width % groups):
+            raise ValueError(f"gate groups must divide the gate width {width}, got {groups}")
         self.reduce = nn.Conv2d(in_channels, width, 1, stride=2, bias=False)
-        self.conv_a = conv3x3(width, width, 3, stride=2, padding=1, bias=False)
+        self.conv_a = self._conv3x3(conv, width, 2, groups)
         self.bn = nn.BatchNorm2d(width)
-        self.conv_b = conv3x3(width, width, 3, stride=1, padding=1, bias=False)
+        self.conv_b = self._conv3x3(conv, width, 1, groups)
         self.head = nn.Conv2d(width, out_channels, 1, bias=True)
         # The head keeps PyTorch's default weight initialisation, so decisions depend on the input and
         # differ between channels from the start; only the bias is set, to the logit of ``init_keep``.
         nn.init.constant_(self.head.bias, keep_logit(init_keep))
+
+    @staticmethod
+    def _conv3x3(conv: str, width: int, stride: int, groups: Optional[int]) -> nn.Module:
+        if conv == "dgconv":
+            return DGConv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        return nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False, groups=groups or 1)
 
     def logits(self, x: Tensor) -> Tensor:
         # A 1×1 stride-2 conv is a 1×1 conv of every other pixel; on CPU oneDNN runs the strided

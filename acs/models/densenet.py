@@ -18,7 +18,15 @@ class DenseLayer(nn.Module):
     gate's keep-mask (and by its ``scale`` where the gate has one, e.g. FBS) before they join the
     concatenation."""
 
-    def __init__(self, in_channels: int, growth: int, bottleneck: Optional[int], conv: str, gate: GateSpec):
+    def __init__(
+        self,
+        in_channels: int,
+        growth: int,
+        bottleneck: Optional[int],
+        conv: str,
+        gate: GateSpec,
+        groups: Optional[int] = None,
+    ):
         super().__init__()
         self.norm1 = nn.BatchNorm2d(in_channels)
         if bottleneck:
@@ -26,7 +34,7 @@ class DenseLayer(nn.Module):
             self.norm2 = nn.BatchNorm2d(bottleneck)
         else:
             self.conv1, self.norm2 = None, None
-        self.conv2 = conv3x3(conv, bottleneck or in_channels, growth)
+        self.conv2 = conv3x3(conv, bottleneck or in_channels, growth, groups=groups)
         self.gate = create_gate(gate, in_channels, growth)
 
     def forward(self, x: Tensor, live: Optional[Tensor], meter: MacMeter) -> Tuple[Tensor, Optional[GateOutput]]:
@@ -71,7 +79,8 @@ class DenseNet(AcsModel):
 
     ``bottleneck`` (a multiple of ``growth_rate``, or ``None``) adds the 1×1 bottleneck of the
     BC form; ``compression`` scales the channels at every transition. ``gate`` picks the gate of
-    every dense layer (``"none"`` gives the plain network); ``conv`` the kind of 3×3 convolution.
+    every dense layer (``"none"`` gives the plain network); ``conv`` the kind of 3×3 convolution,
+    ``groups`` its group count when ``conv="group"`` (a fixed grouping, the static baseline).
     """
 
     def __init__(
@@ -85,10 +94,13 @@ class DenseNet(AcsModel):
         in_channels: int = 3,
         gate: GateSpec = "acs",
         conv: str = "dense",
+        groups: Optional[int] = None,
     ):
         super().__init__()
         if not 0.0 < compression <= 1.0:
             raise ValueError(f"compression must lie in (0, 1], got {compression}")
+        if groups is not None and conv != "group":
+            raise ValueError(f"groups sets the fixed group count of conv 'group', not of conv '{conv}'")
         self.stem = nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False)
         self.blocks = nn.ModuleList()
         self.transitions = nn.ModuleList()
@@ -97,7 +109,7 @@ class DenseNet(AcsModel):
         for index, depth in enumerate(block_layers):
             layers = nn.ModuleList()
             for _ in range(depth):
-                layers.append(DenseLayer(channels, growth_rate, width, conv, gate))
+                layers.append(DenseLayer(channels, growth_rate, width, conv, gate, groups))
                 channels += growth_rate
             self.blocks.append(layers)
             if index < len(block_layers) - 1:
@@ -130,23 +142,26 @@ class DenseNet(AcsModel):
 
 
 @register_model
-def densenet40(num_classes: int = 10, in_channels: int = 3, gate: GateSpec = "acs", conv: str = "dense") -> DenseNet:
-    """DenseNet (L=40, k=12) for CIFAR: 16-channel stem, three blocks of 12 layers, no bottleneck."""
-    return DenseNet(12, (12, 12, 12), 16, None, 1.0, num_classes, in_channels, gate, conv)
+def densenet40(
+    num_classes: int = 10, in_channels: int = 3, gate: GateSpec = "acs", conv: str = "dense", groups: Optional[int] = None
+) -> DenseNet:
+    """DenseNet (L=40, k=12) for CIFAR: 16-channel stem, three blocks of 12 layers, no bottleneck.
+    ``conv="group", groups=4`` is the fixed-group baseline (every layer's inputs are a multiple of 4)."""
+    return DenseNet(12, (12, 12, 12), 16, None, 1.0, num_classes, in_channels, gate, conv, groups)
 
 
 @register_model
 def densenet41_acs(
-    num_classes: int = 10, in_channels: int = 3, gate: GateSpec = "acs", conv: str = "dgconv"
+    num_classes: int = 10, in_channels: int = 3, gate: GateSpec = "acs", conv: str = "dgconv", groups: Optional[int] = None
 ) -> DenseNet:
     """The ACS paper's DenseNet: 64-channel stem, growth 32, bottleneck 2k, blocks (6, 6, 6),
     compression 0.5, DGConv2d 3×3 convolutions; with a 3×3 stem so that it runs on 32×32 input."""
-    return DenseNet(32, (6, 6, 6), 64, 2, 0.5, num_classes, in_channels, gate, conv)
+    return DenseNet(32, (6, 6, 6), 64, 2, 0.5, num_classes, in_channels, gate, conv, groups)
 
 
 @register_model
 def densenet_bc100(
-    num_classes: int = 10, in_channels: int = 3, gate: GateSpec = "acs", conv: str = "dense"
+    num_classes: int = 10, in_channels: int = 3, gate: GateSpec = "acs", conv: str = "dense", groups: Optional[int] = None
 ) -> DenseNet:
     """DenseNet-BC (L=100, k=12): bottleneck 4k, compression 0.5, blocks (16, 16, 16)."""
-    return DenseNet(12, (16, 16, 16), 24, 4, 0.5, num_classes, in_channels, gate, conv)
+    return DenseNet(12, (16, 16, 16), 24, 4, 0.5, num_classes, in_channels, gate, conv, groups)

@@ -82,6 +82,10 @@ def build_model(model_cfg: DictConfig, gate_cfg: DictConfig, num_classes: int, i
         if "conv" not in accepted:
             raise ConfigError(f"model {model_cfg.name} has no model.conv option")
         kwargs["conv"] = model_cfg.conv
+    if model_cfg.groups is not None:
+        if "groups" not in accepted:
+            raise ConfigError(f"model {model_cfg.name} has no model.groups option")
+        kwargs["groups"] = model_cfg.groups
     if model_cfg.pretrained:
         if "pretrained" not in accepted:
             raise ConfigError(f"model {model_cfg.name} has no pretrained weights")

@@ -30,7 +30,8 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = "densenet40"
-    conv: Optional[str] = None  # kind of 3×3 conv where the model offers one (dense, dgconv); None = its default
+    conv: Optional[str] = None  # kind of 3×3 conv where the model offers one (dense, dgconv, group); None = its default
+    groups: Optional[int] = None  # DenseNets with conv=group: the fixed group count
     pretrained: bool = False
 
 
@@ -42,7 +43,8 @@ class GateConfig:
     name: str = "acs"
     width: Optional[int] = None  # acs, ddi, aig: channels inside the gate
     init_keep: Optional[float] = None  # acs, ddi, aig: initial keep probability
-    conv: Optional[str] = None  # acs: dgconv | dense, its 3×3 convolutions
+    conv: Optional[str] = None  # acs: dgconv | dense | group, its 3×3 convolutions
+    groups: Optional[int] = None  # acs with conv=group: the fixed group count
     estimator: Optional[str] = None  # acs, ddi, aig: ste | gumbel
     temperature: Optional[float] = None  # acs, ddi, aig: Gumbel temperature (estimator=gumbel)
     density: Optional[float] = None  # fbs: fraction of channels kept
@@ -168,7 +170,12 @@ def _validate_gate(gate: DictConfig) -> None:
     if gate.init_keep is not None:
         _check(0 < gate.init_keep < 1, f"gate.init_keep must lie in (0, 1), got {gate.init_keep}")
     if gate.conv is not None:
-        _choice(gate.conv, "gate.conv", ("dgconv", "dense"))
+        _choice(gate.conv, "gate.conv", ("dgconv", "dense", "group"))
+    if gate.groups is not None or gate.conv == "group":
+        _check(gate.conv == "group", f"gate.groups applies to gate.conv=group only, got gate.conv={gate.conv}")
+        _check(gate.groups is not None and gate.groups >= 1, f"gate.conv=group needs gate.groups >= 1, got {gate.groups}")
+        if gate.width is not None:
+            _check(gate.width % gate.groups == 0, f"gate.groups={gate.groups} must divide gate.width={gate.width}")
     if gate.width is not None:
         _check(gate.width >= 1, f"gate.width must be >= 1, got {gate.width}")
     if gate.estimator is not None:
