@@ -45,13 +45,13 @@ def run(args) -> dict:
     device = torch.device(args.device)
     input_size = tuple(int(v) for v in args.input.split(","))
     ctx = StepContext(device, args.precision, args.channels_last, progress=False)
-    rows = {}
+    models = {}
     for label, gate in VARIANTS.items():
         model = create_model(args.model, num_classes=10, in_channels=input_size[0], gate=gate).to(device)
         if args.channels_last:
             model.to(memory_format=torch.channels_last)
-        runnable = torch.compile(model) if args.compile else model
-        rows[label] = measure(runnable, input_size, args.batch, ctx, args.warmup, args.steps)
+        models[label] = torch.compile(model) if args.compile else model
+    rows = measure(models, input_size, args.batch, ctx, args.warmup, args.steps)
     keys = ("train_images_per_s", "eval_images_per_s")
     return {
         "model": args.model,

@@ -44,6 +44,26 @@ def test_acs_reference_preset():
     assert cfg.loss == "adjust"
 
 
+def test_every_experiment_preset_composes_and_validates():
+    presets = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+    assert {"compare_gates", "compare_convs", "quickstart", "acs_reference"} <= set(presets)
+    for preset in presets:
+        validate(compose_config(f"experiment={preset}"))
+
+
+@pytest.mark.parametrize(
+    "arm",
+    [[], ["gate.conv=dense"], ["gate.conv=group", "gate.groups=4"], ["gate=ddi"], ["gate=aig"],
+     ["gate=aig", "regularizer=target_rate", "regularizer.target=0.5"],
+     ["gate=fbs", "gate.density=0.5", "regularizer=none"]],
+)
+def test_compare_gates_arms_compose(arm):
+    # The commands of experiments/compare_gates: each arm is the preset plus gate overrides.
+    cfg = compose_config("experiment=compare_gates", *arm)
+    validate(cfg)
+    assert cfg.dataset.name == "cifar10" and cfg.model.name == "densenet40"
+
+
 @pytest.mark.parametrize(
     "override",
     ["regularizer.beta=abc", "trainer.max_epochs=1.5", "dataset.batch_size=many", "gate.widht=3", "seed=x"],

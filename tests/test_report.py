@@ -173,6 +173,11 @@ def test_spellings_of_one_value_are_not_a_swept_column(tmp_path):
     write_job(tmp_path / "c", SHARED + ["trainer.progress=false", "regularizer.beta=0.5"], acc1=92.0, macs=70e6)
     jobs = collect_jobs([tmp_path])
     assert [j.swept for j in jobs] == [{"regularizer.beta": "1"}, {"regularizer.beta": "1.0"}, {"regularizer.beta": "0.5"}]
+    # A key one job sets to null and another leaves unset is swept (and reporting them does not fail).
+    write_job(tmp_path / "d", SHARED + ["trainer.progress=false", "regularizer.beta=0.5", "gate.width=null"],
+              acc1=93.0, macs=70e6)
+    report = write_report(tmp_path)
+    assert "gate.width" in report.columns and [row["gate.width"] for row in report.rows] == [None, None, None, "null"]
 
 
 def test_reproduce_command(sweep):

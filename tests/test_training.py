@@ -158,3 +158,13 @@ def test_models_without_gates_need_gate_none(tmp_path, tiny_overrides):
 
     with pytest.raises(ConfigError, match="has no per-sample gates; run it with gate=none"):
         train(tmp_path, *tiny_overrides, "model=g_resnext29_2x64d")
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_training(tmp_path, tiny_overrides):
+    # torch.compile (inductor, which needs a C++ compiler on CPU) changes speed, not results.
+    common = [*tiny_overrides, "trainer.max_epochs=1"]
+    eager = train(tmp_path / "eager", *common)
+    compiled = train(tmp_path / "compiled", *common, "trainer.compile=true")
+    for key in ("train/loss", "test/acc1", "test/compute_ratio"):
+        assert compiled["final"][key] == pytest.approx(eager["final"][key], rel=1e-3, abs=1e-3)

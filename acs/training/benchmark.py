@@ -3,6 +3,7 @@ configured model and its ungated twin, on random input of the dataset's shape.""
 
 from __future__ import annotations
 
+import functools
 import logging
 import statistics
 from pathlib import Path
@@ -14,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from acs.data import dataset_info
-from acs.timing import time_calls
+from acs.timing import time_interleaved
 from acs.training.builders import build_model, seed_everything, select_device
 from acs.training.engine import StepContext
 from acs.training.files import write_json
@@ -22,13 +23,15 @@ from acs.training.files import write_json
 log = logging.getLogger(__name__)
 
 
-def measure(model: nn.Module, input_size, batch: int, ctx: StepContext, warmup: int, steps: int) -> Dict[str, float]:
-    """Median-based throughput (images/s) of a training step and of inference, and batch-1 latency."""
+def measure(
+    models: Dict[str, nn.Module], input_size, batch: int, ctx: StepContext, warmup: int, steps: int
+) -> Dict[str, Dict[str, float]]:
+    """Per model: median throughput (images/s) of a training step and of inference, batch-1
+    latency, and MACs per image. The models are timed in turns (see :func:`time_interleaved`)."""
     images = torch.randn(batch, *input_size)
     images, target = ctx.to_device(images, torch.zeros(batch, dtype=torch.long))
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
 
-    def train_step():
+    def train_step(model: nn.Module, optimizer: torch.optim.Optimizer):
         with ctx.autocast():
             out = model(images)
         loss = F.cross_entropy(out.logits.float(), target) + 1e-12 * out.macs.mean()
@@ -36,23 +39,30 @@ def measure(model: nn.Module, input_size, batch: int, ctx: StepContext, warmup: 
         loss.backward()
         optimizer.step()
 
-    def infer(x):
+    def infer(model: nn.Module, x: torch.Tensor):
         with torch.no_grad(), ctx.autocast():
             model(x)
 
-    model.train()
-    train_times = time_calls(train_step, warmup, steps, ctx.device)
-    model.eval()
-    eval_times = time_calls(lambda: infer(images), warmup, steps, ctx.device)
-    latency = time_calls(lambda: infer(images[:1]), warmup, steps, ctx.device)
-    with torch.no_grad():
-        macs = model(images).macs.float().mean().item()
-    return {
-        "train_images_per_s": batch / statistics.median(train_times),
-        "eval_images_per_s": batch / statistics.median(eval_times),
-        "latency_ms_batch1": 1000 * statistics.median(latency),
-        "macs": macs,
-    }
+    nets = list(models.values())
+    steps_of = [functools.partial(train_step, m, torch.optim.SGD(m.parameters(), lr=1e-6)) for m in nets]
+    for model in nets:
+        model.train()
+    train_times = time_interleaved(steps_of, warmup, steps, ctx.device)
+    for model in nets:
+        model.eval()
+    eval_times = time_interleaved([functools.partial(infer, m, images) for m in nets], warmup, steps, ctx.device)
+    latency = time_interleaved([functools.partial(infer, m, images[:1]) for m in nets], warmup, steps, ctx.device)
+    rows = {}
+    for i, (label, model) in enumerate(models.items()):
+        with torch.no_grad():
+            macs = model(images).macs.float().mean().item()
+        rows[label] = {
+            "train_images_per_s": batch / statistics.median(train_times[i]),
+            "eval_images_per_s": batch / statistics.median(eval_times[i]),
+            "latency_ms_batch1": 1000 * statistics.median(latency[i]),
+            "macs": macs,
+        }
+    return rows
 
 
 def benchmark(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
@@ -61,15 +71,15 @@ def benchmark(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str,
     info = dataset_info(cfg.dataset.name, **OmegaConf.to_container(cfg.dataset.options, resolve=True))
     batch = cfg.benchmark.batch_size or cfg.dataset.batch_size
     ctx = StepContext(device, cfg.trainer.precision, cfg.trainer.channels_last, progress=False)
-    rows = {}
     variants = {"configured": cfg.gate, "ungated": OmegaConf.create({"name": "none"})}
+    models = {}
     for label, gate in variants.items():
-        model = build_model(cfg.model, gate, info.num_classes, info.in_channels).to(device)
+        models[label] = build_model(cfg.model, gate, info.num_classes, info.in_channels).to(device)
         if cfg.trainer.channels_last:
-            model.to(memory_format=torch.channels_last)
-        row = measure(model, info.input_size, batch, ctx, cfg.benchmark.warmup, cfg.benchmark.steps)
-        row["compute_ratio"] = row["macs"] / model.dense_macs(info.input_size)
-        rows[label] = row
+            models[label].to(memory_format=torch.channels_last)
+    rows = measure(models, info.input_size, batch, ctx, cfg.benchmark.warmup, cfg.benchmark.steps)
+    for label, model in models.items():
+        rows[label]["compute_ratio"] = rows[label]["macs"] / model.dense_macs(info.input_size)
     ratios = {
         key: rows["configured"][key] / rows["ungated"][key]
         for key in ("train_images_per_s", "eval_images_per_s", "latency_ms_batch1", "macs")

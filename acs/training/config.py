@@ -101,6 +101,7 @@ class TrainerConfig:
     deterministic: bool = False
     progress: bool = True
     sync_bn: bool = False  # torchrun: BatchNorm statistics over the global batch, not each process's share
+    compile: bool = False  # torch.compile the training forward/backward
 
 
 @dataclass

@@ -125,6 +125,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[
         log.info("resumed from %s after epoch %d", source, start_epoch)
 
     net = distributed.wrap(model, run.device)  # trains; ``model`` itself is evaluated and saved
+    if cfg.trainer.compile:
+        # Training steps only: they dominate the run time, and evaluation then needs no recompilation
+        # for its other batch size and mode.
+        net = torch.compile(net)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     write_json(run.summary_path, run.summary("running", epochs_completed=start_epoch))
     logger = create_logger(
