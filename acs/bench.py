@@ -1,6 +1,7 @@
 """`python -m acs.bench`: batch-1 CPU latency of dense, masked and deployed forms, as a table and JSON.
 
 python -m acs.bench --model densenet40 --keep 0.5            # gates calibrated to keep half
+python -m acs.bench --model densenet40 --gate fbs --keep 0.5 # another gate design (fbs: density)
 python -m acs.bench --checkpoint outputs/.../best.pt          # a trained model, its own gates
 python -m acs.bench --model g_resnext29_2x64d --groups 8      # G-ResNeXt masked vs materialized
 """
@@ -34,7 +35,8 @@ def _parse(argv):
     parser.add_argument("--groups", type=int, default=8, help="G-ResNeXt without checkpoint: DGConv groups")
     parser.add_argument("--input", help="C,H,W of one image (default: the checkpoint's data, else 3,32,32)")
     parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--gate-width", type=int, default=32)
+    parser.add_argument("--gate", default="acs", choices=["acs", "ddi", "aig", "fbs"], help="without checkpoint")
+    parser.add_argument("--gate-width", type=int, default=32, help="width of acs, ddi and aig gates")
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
@@ -57,7 +59,10 @@ def _calibrated(args, input_size):
     channels (DenseNets), or ``--groups`` contiguous DGConv groups (G-ResNeXt); and its ungated twin."""
     options = {"num_classes": args.classes, "in_channels": input_size[0]}
     gated = args.model.startswith("densenet")
-    model = create_model(args.model, **options, **({"gate": {"name": "acs", "width": args.gate_width}} if gated else {}))
+    gate = {"name": args.gate, **({"density": args.keep} if args.gate == "fbs" else {"width": args.gate_width})}
+    if gated and gate.get("density") == 0.0:
+        raise ValueError("fbs keeps at least one channel per layer: --keep must be > 0")
+    model = create_model(args.model, **options, **({"gate": gate} if gated else {}))
     if isinstance(model, DenseNet):
         calibrate_keep(model, input_size, args.keep)
     else:
@@ -117,6 +122,7 @@ def main(argv=None) -> int:
         "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "keep": None if args.checkpoint else args.keep,
+        "gate": None if args.checkpoint else args.gate,
         "rows": rows,
     }
     write_json(Path(args.out), result)

@@ -5,20 +5,20 @@ import json
 
 import pytest
 import torch
+from conftest import compose_config
 
 import acs
 from acs.bench import main
 from acs.deploy.calibrate import calibrate_keep, set_groups
 from acs.ops import DGConv2d
 from acs.training.app import execute
-from conftest import compose_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("keep", [0.0, 0.3, 1.0])
-def test_calibration_keeps_the_asked_fraction(keep):
-    model = acs.create_model("densenet40", gate={"name": "acs", "width": 8})
+@pytest.mark.parametrize("keep, gate", [(0.0, "acs"), (0.3, "acs"), (1.0, "acs"), (0.3, "ddi"), (0.3, "aig")])
+def test_calibration_keeps_the_asked_fraction(keep, gate):
+    model = acs.create_model("densenet40", gate={"name": gate, "width": 8})
     calibrate_keep(model, (3, 8, 8), keep, batch=16)
     assert not model.training
     # The calibration samples (seed 0, 16 of them): each channel kept by about `keep` of them.
@@ -50,15 +50,17 @@ def _consistent(row):
     assert row["realisation"] == pytest.approx(row["macs_ratio"] / row["latency_ratio"])
 
 
-def test_densenet_benchmark_table_and_json(tmp_path, capsys):
+@pytest.mark.parametrize("gate", ["acs", "fbs"])
+def test_densenet_benchmark_table_and_json(tmp_path, capsys, gate):
     out = tmp_path / "bench.json"
-    argv = ["--model", "densenet40", "--input", "3,8,8", "--gate-width", "8", "--keep", "0.5"]
+    argv = ["--model", "densenet40", "--gate", gate, "--input", "3,8,8", "--gate-width", "8", "--keep", "0.5"]
     assert main(argv + ["--runs", "2", "--warmup", "1", "--threads", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     result, rows = _rows(out)
     assert list(rows) == ["dense (ungated)", "masked (training form)", "dynamic executor", "executor of ungated"]
     assert all(name in printed for name in rows) and f"written: {out}" in printed
     assert result["input"] == [3, 8, 8] and result["keep"] == 0.5 and result["threads"] == 1
+    assert result["gate"] == gate
     dense, masked, executor = rows["dense (ungated)"], rows["masked (training form)"], rows["dynamic executor"]
     assert dense["macs"] == acs.create_model("densenet40", gate="none").dense_macs((3, 8, 8))
     # The executor runs exactly the masked model's MACs: about half the layers' channels, plus the gates.

@@ -9,8 +9,9 @@ from helpers import counted_macs
 
 import acs
 from acs.deploy import to_dynamic
+from acs.deploy.calibrate import keep_bias
 from acs.deploy.fold import conv3x3_kn2row, kn2row_weight
-from acs.gates import ACSGate
+from acs.gates import ACSGate, AIGGate, DDIGate, FBSGate, Gate
 from acs.models.resnext import GResNeXt
 from acs.ops import DGConv2d
 
@@ -23,9 +24,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def randomize(model, regime="random", sort=None, size=(12, 12)):
     """Non-trivial eval-mode BatchNorm, random DGConv groupings, random gate heads, then gate biases
     for ``regime``: ``random`` (each channel kept by about half the samples), ``all_on``, or
-    ``mostly_off`` (most gates keep nothing, the others about one sample in ten)."""
+    ``mostly_off`` (most gates keep nothing, the others about one sample in ten). FBS gates keep
+    their density; ``mostly_off`` makes most of their saliencies exactly 0 (ties in the top-k)."""
     for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_mean.normal_(0.0, 0.5)
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.normal_(1.0, 0.5)  # some negative scales too
@@ -34,9 +36,11 @@ def randomize(model, regime="random", sort=None, size=(12, 12)):
             m.gates.data = torch.randn(m.num_gates)
             if sort is not None:
                 m.sort = sort
-        elif isinstance(m, ACSGate):
+        elif isinstance(m, (ACSGate, DDIGate)):
             torch.nn.init.normal_(m.head.weight, std=2.0)
-    if any(isinstance(m, ACSGate) for m in model.modules()):
+        elif isinstance(m, AIGGate):
+            torch.nn.init.normal_(m.pair.weight, std=2.0)
+    if any(isinstance(m, Gate) for m in model.modules()):
         calibrate(model.eval(), regime, size)
     return model.eval()
 
@@ -49,18 +53,27 @@ def inputs(n, size, channels=3):
 
 @torch.no_grad()
 def calibrate(model, regime, size=(12, 12)):
-    """Sets each gate's head bias from its logits on separate calibration samples, layer by layer
+    """Sets each gate's keep bias from its logits on separate calibration samples, layer by layer
     (earlier biases change later inputs). Inputs of very different scales make the decisions vary
-    per sample by margins far above float rounding, so model and executor agree on every mask."""
+    per sample by margins far above float rounding, so model and executor agree on every mask.
+    FBS saliencies ``relu(b − r)`` with ``r ≥ 0`` growing with the input (negative weights on the
+    non-negative pool), so that boosting stays bounded by ``b`` however large an input is: ``b = 1.5``
+    for a median ``r`` of 1 (per channel), most saliencies exactly 0 for ``mostly_off``."""
     def set_bias(gate, args):
-        h = F.conv2d(args[0][:, :, ::2, ::2], gate.reduce.weight)
-        z = F.linear(gate.conv_b(gate.bn(gate.conv_a(h)).relu()).mean((2, 3)), gate.head.weight.flatten(1))
+        if isinstance(gate, FBSGate):
+            weight = gate.saliency.weight
+            weight.abs_().neg_()
+            weight /= -torch.quantile(F.linear(args[0].abs().mean((2, 3)), weight), 0.5, dim=0)[:, None]
+            gate.saliency.bias.fill_(1.0 if regime == "mostly_off" else 1.5)
+            return
+        bias = keep_bias(gate)
+        z = gate.logits(args[0]) - bias
         if regime == "all_on" or (regime == "mostly_off" and torch.rand(()) < 0.7):
-            gate.head.bias.fill_(1e6 if regime == "all_on" else -1e6)
+            bias.fill_(1e6 if regime == "all_on" else -1e6)
         else:
-            gate.head.bias.copy_(-torch.quantile(z, 0.5 if regime == "random" else 0.9, dim=0))
+            bias.copy_(-torch.quantile(z, 0.5 if regime == "random" else 0.9, dim=0))
 
-    hooks = [m.register_forward_pre_hook(set_bias) for m in model.modules() if isinstance(m, ACSGate)]
+    hooks = [m.register_forward_pre_hook(set_bias) for m in model.modules() if isinstance(m, Gate)]
     model(inputs(16, size))
     for hook in hooks:
         hook.remove()
@@ -100,6 +113,72 @@ def test_gated_densenets_match_the_model(name, size, regime):
         assert 0.2 < keep.mean() < 0.8
         # Every layer's decisions vary per sample, most channels' too.
         assert all(m.std(0).amax() > 0 for m in out.masks) and keep.std(0).mean() > 0.2
+
+
+GATES = {
+    "acs-dense": {"name": "acs", "width": 8, "conv": "dense"},
+    "acs-group": {"name": "acs", "width": 8, "conv": "group", "groups": 4},
+    "ddi": {"name": "ddi", "width": 8},
+    "aig": {"name": "aig", "width": 8},
+    "fbs-0.25": {"name": "fbs", "density": 0.25},
+    "fbs-0.5": {"name": "fbs", "density": 0.5},
+    "fbs-1": {"name": "fbs", "density": 1.0},
+}
+MODELS = [("densenet40", (9, 7)), ("densenet41_acs", (11, 6))]  # without and with bottleneck (DGConv)
+
+
+@pytest.mark.parametrize(
+    "gate, name, size, regime",
+    [(g, *m, r) for g in ("acs-dense", "ddi", "aig") for m in MODELS for r in ("random", "mostly_off")]
+    + [("acs-group", *MODELS[0], "random"), ("acs-group", *MODELS[1], "mostly_off")]
+    + [("fbs-0.25", *MODELS[0], "random"), ("fbs-0.5", *MODELS[1], "random"), ("fbs-1", *MODELS[0], "random"),
+       ("fbs-0.5", *MODELS[0], "mostly_off"), ("fbs-0.25", *MODELS[1], "mostly_off")],
+    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v),
+)
+def test_every_gate_design_runs_exactly(gate, name, size, regime):
+    model = randomize(acs.create_model(name, gate=GATES[gate]), regime, size=size)
+    fbs = [m for m in model.modules() if isinstance(m, FBSGate)]
+    saliencies = []
+    for m in fbs:
+        m.register_forward_hook(lambda module, args, out: saliencies.append(out.scale))
+    executor = to_dynamic(model)
+    assert isinstance(executor.blocks[0], torch.jit.ScriptModule)  # the gate executors script
+    x = inputs(6, size)
+    out = assert_same(model, executor, x)
+    assert counted_macs(executor, x[:1]) == out.macs[0].item()
+    keep = torch.cat(out.masks, 1)
+    varies = sum(bool(m.std(0).amax() > 0) for m in out.masks) / len(out.masks)  # layers deciding per sample
+    if fbs:  # exactly ⌈d·k⌉ kept per layer and sample, which ones varying per sample
+        assert all(torch.all(m.sum(1) == g.kept) for m, g in zip(out.masks, fbs))
+        if regime == "mostly_off":  # ties at saliency 0, broken by topk alike in model and executor
+            assert any(((s == 0).sum(1) > s.shape[1] - g.kept).any() for s, g in zip(saliencies, fbs))
+        assert gate == "fbs-1" or varies > (0.3 if regime == "mostly_off" else 0.8)
+    elif regime == "random":
+        # A random gate can be blind (e.g. a DDI gate whose ReLU is 0 for every input), so most, not all.
+        assert 0.2 < keep.mean() < 0.8 and varies > 0.8 and keep.std(0).mean() > 0.1
+    else:
+        assert keep.mean() < 0.2 and any(torch.all(m == 0, 1).any() for m in out.masks)
+
+
+@pytest.mark.parametrize("gate", [GATE, GATES["aig"]])
+def test_fixed_group_convs_after_a_bottleneck(gate):
+    # conv='group': each kept output is computed from its fixed group of the bottleneck's outputs.
+    model = randomize(acs.create_model("densenet41_acs", gate=gate, conv="group", groups=4), size=(9, 7))
+    x = inputs(3, (9, 7))
+    out = assert_same(model, to_dynamic(model), x)
+    assert 0.2 < torch.cat(out.masks, 1).mean() < 0.8
+    with pytest.raises(NotImplementedError, match="grouped.*gated"):  # no bottleneck: refused
+        to_dynamic(acs.create_model("densenet40", gate=gate, conv="group", groups=4))
+
+
+def test_unknown_gates_are_refused_clearly():
+    class MyGate(ACSGate):
+        pass
+
+    model = acs.create_model("densenet40", gate=GATE)
+    model.blocks[1][3].gate = MyGate(model.blocks[1][3].gate.in_channels, 12, width=8)
+    with pytest.raises(NotImplementedError, match="no executor for gate MyGate"):
+        to_dynamic(model)
 
 
 @pytest.mark.parametrize("sort", [True, False])
@@ -145,8 +224,9 @@ def test_executed_macs_are_what_a_flop_counter_sees(name, regime):
         assert macs == counted_macs(executor, x) == model(x).macs.item()
 
 
-def test_eager_and_torchscript_executors_agree():
-    model = randomize(acs.create_model("densenet40", gate=GATE))
+@pytest.mark.parametrize("gate", [GATE, GATES["fbs-0.5"]])
+def test_eager_and_torchscript_executors_agree(gate):
+    model = randomize(acs.create_model("densenet40", gate=gate))
     scripted, eager = to_dynamic(model), to_dynamic(model, script=False)
     assert isinstance(scripted.blocks[0], torch.jit.ScriptModule)
     assert not isinstance(eager.blocks[0], torch.jit.ScriptModule)

@@ -18,7 +18,7 @@ def test_fixed_group_densenet40_from_the_command_line():
     assert all(isinstance(c, torch.nn.Conv2d) and c.groups == 4 for c in convs)
     dense = acs.create_model("densenet40", gate="none")
     # Only the 3×3 convolutions shrink, by the group count; stem, transitions and classifier stay.
-    conv_macs = sum(c.in_channels * c.out_channels * 9 for block in dense.blocks for c in [l.conv2 for l in block])
+    conv_macs = sum(layer.conv2.in_channels * layer.conv2.out_channels * 9 for block in dense.blocks for layer in block)
     per_pixel = {0: 32 * 32, 1: 16 * 16, 2: 8 * 8}
     saved = sum(
         layer.conv2.in_channels * layer.conv2.out_channels * 9 * per_pixel[b] * 3 / 4

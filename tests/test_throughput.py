@@ -31,8 +31,9 @@ def test_prints_and_writes_both_variants_and_their_ratio(tmp_path, capsys):
 
 
 def test_benchmark_mode_compares_the_configured_model_with_its_ungated_twin(tmp_path, tiny_overrides):
-    from acs.training.app import execute
     from conftest import compose_config
+
+    from acs.training.app import execute
 
     overrides = tiny_overrides + ["mode=benchmark", "benchmark.steps=2", "benchmark.warmup=0", "dataset.batch_size=4"]
     execute(compose_config(*overrides), str(tmp_path), overrides)

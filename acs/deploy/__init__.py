@@ -19,8 +19,9 @@ def to_dynamic(model: nn.Module, script: bool = True) -> nn.Module:
 
     Uses the model's eval-mode behaviour (BatchNorm running statistics) whatever its mode, and
     never modifies it: the executor holds copies. ``script`` compiles a DenseNet executor's
-    per-sample path with TorchScript (faster at batch 1; same results). Raises
-    NotImplementedError for structures it cannot execute exactly (e.g. a grouped DGConv 3×3
+    per-sample path with TorchScript (faster at batch 1; same results). Runs every gate design
+    (``acs``, ``ddi``, ``aig``, ``fbs``; see :mod:`acs.deploy.gates`). Raises NotImplementedError
+    for structures it cannot execute exactly (a gate class without executor, a grouped 3×3 conv
     reading gated inputs without a bottleneck).
     """
     if isinstance(model, DenseNet):

@@ -6,39 +6,50 @@ import math
 from typing import Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from acs.gates import ACSGate
+from acs.gates import ACSGate, AIGGate, DDIGate, LogitGate
 from acs.ops import DGConv2d
+
+
+def keep_bias(gate: LogitGate) -> Tensor:
+    """The parameter (a view of it) that shifts each keep logit of ``gate`` one for one: the head
+    bias of ``acs`` and ``ddi``, the ``on`` half of ``aig``'s (off, on) pair bias."""
+    if isinstance(gate, (ACSGate, DDIGate)):
+        return gate.head.bias
+    if isinstance(gate, AIGGate):
+        return gate.pair.bias.view(-1, 2)[:, 1]
+    raise TypeError(f"no keep bias known for gate {type(gate).__name__}")
 
 
 @torch.no_grad()
 def calibrate_keep(
     model: nn.Module, input_size: Sequence[int], keep: float, batch: int = 16, seed: int = 0
 ) -> nn.Module:
-    """Sets every ACS gate's output bias so that each channel is kept for about a fraction ``keep``
-    of random inputs. Gates are calibrated in network order, because a gate's input depends on the
-    masks of the layers before it. Returns ``model`` (changed in place, left in eval mode)."""
+    """Sets every threshold gate's keep bias (:func:`keep_bias`) so that each channel is kept for
+    about a fraction ``keep`` of random inputs. Gates are calibrated in network order, because a
+    gate's input depends on the masks of the layers before it. FBS gates are left alone: their
+    ``density`` fixes what they keep. Returns ``model`` (changed in place, left in eval mode)."""
     if not 0.0 <= keep <= 1.0:
         raise ValueError(f"keep must lie in [0, 1], got {keep}")
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *input_size, generator=generator)
-    for gate in [m for m in model.modules() if isinstance(m, ACSGate)]:
+    for gate in [m for m in model.modules() if isinstance(m, LogitGate)]:
         seen = []
-        hook = gate.register_forward_hook(lambda module, args, out: seen.append(module.probabilities(args[0])))
+        hook = gate.register_forward_hook(lambda module, args, out: seen.append(module.logits(args[0])))
         try:
             model(x)
         finally:
             hook.remove()
-        logits = torch.logit(seen[0].clamp(1e-6, 1 - 1e-6))
+        logits = seen[0]
         if keep <= 0.0:
             shift = logits.max(0).values + 1.0
         elif keep >= 1.0:
             shift = logits.min(0).values - 1.0
         else:
             shift = torch.quantile(logits, 1.0 - keep, dim=0)
-        gate.head.bias -= shift
+        keep_bias(gate).sub_(shift)
     return model
 
 

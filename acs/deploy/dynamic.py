@@ -2,11 +2,13 @@
 
 State carried through a dense block for one sample: ``x`` (L × H·W) holds only the *live* channels
 of the concatenated features, in channel order, and ``alive`` is the bool liveness of every channel
-so far (``None`` = all live). Per layer: the gate reads ``x`` with its 1×1 weight sliced to the live
-channels; the 3×3 conv computes only the kept outputs from the live inputs; dead inputs (0 before
-BN, so the constant ``relu(shift)`` after BN-ReLU) enter as precomputed constants: a per-output bias
-for 1×1 convs and the classifier; for zero-padded 3×3 convs a per-(output, kernel position) table
-summed over the dead channels and added to the GEMM rows, which col2im expands border-exactly
+so far (``None`` = all live). Per layer: the gate (:mod:`acs.deploy.gates`) reads a summary of
+``x`` that the block keeps up to date (every other pixel, or the global pool) with its input weight
+sliced to the live channels; the 3×3 conv computes only the kept outputs from the live inputs
+(scaled by the gate's factor where it has one, as FBS does); dead inputs (0 before BN, so the
+constant ``relu(shift)`` after BN-ReLU) enter as precomputed constants: a per-output bias for 1×1
+convs and the classifier; for zero-padded 3×3 convs a per-(output, kernel position) table summed
+over the dead channels and added to the GEMM rows, which col2im expands border-exactly
 (see :func:`acs.deploy.fold.conv3x3_kn2row`). Folds use index_select/sum and the bias slot of
 addmm only, so an op-level FLOP counter sees exactly the executed convolutions.
 
@@ -38,7 +40,7 @@ from acs.deploy.fold import (
     kn2row_weight,
     stacked_rows,
 )
-from acs.gates import ACSGate
+from acs.deploy.gates import SOURCES, gate_executor, summarize
 from acs.models.base import Output
 from acs.models.densenet import DenseLayer, DenseNet, Transition
 
@@ -74,55 +76,6 @@ def _bn_relu(x: Tensor, affine: Tensor, unit: Tensor, live: Optional[Tensor]) ->
     return F.batch_norm(x[None], unit[0, :n], unit[1, :n], affine[0], affine[1], False, 0.0, 0.0)[0].relu_()
 
 
-class _GateExec(nn.Module):
-    """ACS-GN with BN folded into its first 3×3 conv and both DGConvs as grouped GEMMs; the channel
-    permutations of interleaved groupings are folded into the neighbouring weights, so at most one
-    index_select remains (between the two grouped convs)."""
-
-    def __init__(self, gate: ACSGate) -> None:
-        super().__init__()
-        for conv in (gate.conv_a, gate.conv_b):
-            if tuple(conv.kernel_size) != (3, 3) or len(set(conv.stride)) > 1 or len(set(conv.padding)) > 1:
-                raise NotImplementedError("deployment expects the gate's 3×3 convs with square stride and padding")
-        a, b = grouped(gate.conv_a), grouped(gate.conv_b)
-        reduce = frozen(gate.reduce.weight).flatten(1)
-        identity = torch.arange(gate.reduce.out_channels, device=reduce.device)
-        scale, shift = bn_affine(gate.bn)
-        pos_a = identity if a.out_pos is None else a.out_pos
-        if a.in_order is not None:
-            reduce = reduce[a.in_order]
-        self.register_buffer("reduce", reduce.t().contiguous())  # (C, width): input-major
-        self.register_buffer("wa", im2col_weight(a.weight * scale[pos_a][:, None, None, None], a.groups))
-        self.register_buffer("ba", shift[pos_a].reshape(a.groups, -1, 1).contiguous())
-        # conv_b's grouped input j is original channel in_order[j], found at position argsort(pos_a)[...]
-        mid = torch.argsort(pos_a)[identity if b.in_order is None else b.in_order]
-        self.register_buffer("mid", None if torch.equal(mid, identity) else mid)
-        self.register_buffer("wb", im2col_weight(b.weight, b.groups))
-        head = frozen(gate.head.weight).flatten(1)
-        self.register_buffer("wh", head if b.out_pos is None else head[:, b.out_pos].contiguous())
-        self.register_buffer("bh", frozen(gate.head.bias))
-        self.sa, self.pa = gate.conv_a.stride[0], gate.conv_a.padding[0]
-        self.sb, self.pb = gate.conv_b.stride[0], gate.conv_b.padding[0]
-
-    def forward(
-        self, xs: Tensor, height: int, width: int, live: Optional[Tensor], plans: List[Tensor]
-    ) -> Tuple[Tensor, int]:
-        """``xs``: the live input channels at every other pixel (L × height·width), which is what
-        the model's stride-2 1×1 reduce reads; the block keeps them up to date. ``plans``: the
-        im2col indices of the two 3×3 convs for this size."""
-        w = self.reduce if live is None else self.reduce.index_select(0, live)
-        h = torch.mm(w.t(), xs).view(-1, height, width)
-        macs = w.numel() * height * width
-        h, m = conv_im2col(h, self.wa, self.ba, plans[0], 3, self.sa, self.pa)
-        h = h.relu_()
-        if self.mid is not None:
-            h = h.index_select(0, self.mid)
-        h, m2 = conv_im2col(h, self.wb, None, plans[1], 3, self.sb, self.pb)
-        # sigmoid(z) > 0.5 rather than z > 0: identical to the model also where sigmoid rounds to 0.5.
-        keep = F.linear(h.mean((1, 2)), self.wh, self.bh).sigmoid() > 0.5
-        return keep, macs + m + m2 + self.wh.numel()
-
-
 class _DenseLayerExec(nn.Module):
     """One dense layer for one sample. ``mode`` of the 3×3 conv: ``dense`` (slice to the kept
     outputs and the live inputs, fold the dead ones), ``stack`` (a grouped conv after the
@@ -131,13 +84,12 @@ class _DenseLayerExec(nn.Module):
 
     def __init__(self, layer: DenseLayer, gated_model: bool) -> None:
         super().__init__()
-        if layer.gate is not None and not isinstance(layer.gate, ACSGate):
-            raise NotImplementedError(f"deployment supports the ACS gate, got {type(layer.gate).__name__}")
         conv2 = layer.conv2
         if tuple(conv2.kernel_size) != (3, 3) or tuple(conv2.stride) != (1, 1) or tuple(conv2.padding) != (1, 1):
             raise NotImplementedError("deployment expects the dense layer's 3×3 conv with stride 1, padding 1")
         self.in_channels, self.growth = layer.norm1.num_features, conv2.out_channels
-        self.gate = _GateExec(layer.gate) if layer.gate is not None else None
+        self.gate = gate_executor(layer.gate) if layer.gate is not None else None
+        self.summary = 0  # what the block's summary buffer holds: 1 + index in SOURCES (0: no buffer)
         self.register_buffer("ones_in", torch.ones(self.in_channels, dtype=torch.bool))
         self.register_buffer("ones_new", torch.ones(self.growth, dtype=torch.bool))
         affine, value = _affine(layer.norm1)
@@ -172,8 +124,8 @@ class _DenseLayerExec(nn.Module):
             w2 = kn2row_weight(weight)  # (growth, 9, in/groups): one group per output
         else:
             raise NotImplementedError(
-                "deployment of a grouped (DGConv2d) 3×3 conv that reads gated, possibly skipped inputs "
-                "directly (no bottleneck) is not supported; use conv='dense' or a bottleneck DenseNet"
+                "deployment of a grouped (conv='dgconv' or 'group') 3×3 conv that reads gated, possibly "
+                "skipped inputs directly (no bottleneck) is not supported; use conv='dense' or a bottleneck DenseNet"
             )
         w1 = None if w1 is None else w1.t()  # (C, B): input-major
         for name, value_ in [
@@ -191,14 +143,14 @@ class _DenseLayerExec(nn.Module):
     def forward(
         self,
         feat: Tensor,
-        sub: Optional[Tensor],
+        summary: Optional[Tensor],
         n: int,
         height: int,
         width: int,
         alive: Optional[Tensor],
         plans: List[Tensor],
     ) -> Tuple[int, Optional[Tensor], Optional[Tensor], int]:
-        """Reads the ``n`` live channels in ``feat`` (and ``sub``, the same at every other pixel),
+        """Reads the ``n`` live channels in ``feat`` (and ``summary``, what the gates read of them),
         appends this layer's kept outputs to both; returns the new live count, the liveness of
         every channel so far, the keep-mask and the MACs."""
         x = feat[:n]
@@ -206,9 +158,10 @@ class _DenseLayerExec(nn.Module):
         macs = 0
         keep: Optional[Tensor] = None
         active: Optional[Tensor] = None
+        scale: Optional[Tensor] = None
         if self.gate is not None:
-            assert sub is not None
-            keep, macs = self.gate(sub[:n], (height + 1) // 2, (width + 1) // 2, live, plans)
+            assert summary is not None
+            keep, scale, macs = self.gate(summary[:n], (height + 1) // 2, (width + 1) // 2, live, plans)
             alive = torch.cat([self.ones_in if alive is None else alive, keep])
             kept = keep.nonzero().view(-1)
             if kept.shape[0] == 0:
@@ -250,10 +203,13 @@ class _DenseLayerExec(nn.Module):
                 if active is not None:
                     bias = bias.index_select(0, active)
             out, m = conv3x3_kn2row(h, w2.view(w2.shape[0], -1).t(), height, width, bias)
+        if scale is not None:  # a gate that boosts what it keeps (FBS)
+            out = out.mul_((scale if active is None else scale.index_select(0, active))[:, None])
         k = out.shape[0]
         feat[n : n + k].copy_(out)
-        if sub is not None:
-            sub[n : n + k].view(k, (height + 1) // 2, (width + 1) // 2).copy_(out.view(k, height, width)[:, ::2, ::2])
+        if summary is not None:
+            value = summarize(out, self.summary, height, width)
+            summary[n : n + k].view(value.shape).copy_(value)
         return n + k, alive, keep, macs + m
 
 
@@ -323,8 +279,8 @@ class _HeadExec(nn.Module):
 
 class _BlockExec(nn.Module):
     """A dense block and the transition after it (if any), for one sample. The live channels
-    accumulate in one buffer per block (and, for the gates, a second one at every other pixel), so
-    that each layer writes only its new outputs instead of concatenating all features again."""
+    accumulate in one buffer per block (and, for the gates, a second one with what they read of
+    them), so that each layer writes only its new outputs instead of concatenating all features again."""
 
     def __init__(self, layers: nn.ModuleList, transition: Optional[Transition], gated: bool) -> None:
         super().__init__()
@@ -332,7 +288,12 @@ class _BlockExec(nn.Module):
         self.transition = _TransitionExec(transition) if transition is not None else None
         last = self.layers[-1]
         self.channels = last.in_channels + last.growth
-        self.gated = any(layer.gate is not None for layer in self.layers)
+        sources = {layer.gate.source for layer in self.layers if layer.gate is not None}
+        if len(sources) > 1:
+            raise NotImplementedError(f"deployment expects gates of one kind per dense block, got {sorted(sources)}")
+        self.summary = 1 + SOURCES.index(sources.pop()) if sources else 0
+        for layer in self.layers:
+            layer.summary = self.summary
 
     def forward(
         self, x: Tensor, height: int, width: int, plans: List[Tensor]
@@ -340,16 +301,16 @@ class _BlockExec(nn.Module):
         n = x.shape[0]
         feat = x.new_empty((self.channels, height * width))
         feat[:n].copy_(x)
-        sub: Optional[Tensor] = None
-        if self.gated:
-            rows, cols = (height + 1) // 2, (width + 1) // 2
-            sub = x.new_empty((self.channels, rows * cols))
-            sub[:n].view(n, rows, cols).copy_(x.view(n, height, width)[:, ::2, ::2])
+        summary: Optional[Tensor] = None
+        if self.summary > 0:
+            value = summarize(x, self.summary, height, width)
+            summary = x.new_empty((self.channels, value[0].numel()))
+            summary[:n].view(value.shape).copy_(value)
         alive: Optional[Tensor] = None
         keeps: List[Tensor] = []  # returned, not passed in: TorchScript copies list arguments
         macs = 0
         for layer in self.layers:
-            n, alive, keep, m = layer(feat, sub, n, height, width, alive, plans)
+            n, alive, keep, m = layer(feat, summary, n, height, width, alive, plans)
             macs += m
             if keep is not None:
                 keeps.append(keep)
@@ -383,11 +344,11 @@ class DynamicDenseNet(nn.Module):
         self.blocks = nn.ModuleList(_BlockExec(b, t, gated) for b, t in zip(model.blocks, transitions))
         self.head = _HeadExec(model.norm, model.fc)
         gates = [layer.gate for block in self.blocks for layer in block.layers if layer.gate is not None]
-        self.mask_sizes = [gate.wh.shape[0] for gate in gates]
-        geometries = {(gate.sa, gate.pa, gate.sb, gate.pb) for gate in gates}
+        self.mask_sizes = [gate.out_channels for gate in gates]
+        geometries = {tuple(gate.convs) for gate in gates}  # (kernel, stride, padding) of each gate conv
         if len(geometries) > 1:
-            raise NotImplementedError("deployment expects the same 3×3 conv strides and paddings in every gate")
-        self.gate_geometry = geometries.pop() if geometries else None
+            raise NotImplementedError("deployment expects the same gate convolutions in every gated layer")
+        self.gate_convs = geometries.pop() if geometries else ()
         self._plans: Dict[tuple, List[Tensor]] = {}  # im2col indices per input size: derived, not state
 
     def script(self) -> "DynamicDenseNet":
@@ -397,7 +358,8 @@ class DynamicDenseNet(nn.Module):
         Falls back to eager execution, with a warning, where TorchScript is unavailable."""
         try:
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*torch.jit.(script|freeze).*deprecated", category=FutureWarning)
+                deprecated = ".*torch.jit.(script|freeze).*deprecated"
+                warnings.filterwarnings("ignore", message=deprecated, category=FutureWarning)
                 blocks = nn.ModuleList(torch.jit.freeze(torch.jit.script(block.eval())) for block in self.blocks)
                 head = torch.jit.freeze(torch.jit.script(self.head.eval()))
         except Exception as error:  # TorchScript is deprecated; it may be missing or break later
@@ -407,21 +369,18 @@ class DynamicDenseNet(nn.Module):
         return self
 
     def _im2col_plans(self, kind: str, height: int, width: int) -> List[Tensor]:
-        """The im2col index of the stem, or those of the two gate convs, for ``height × width`` inputs."""
+        """The im2col index of the stem, or those of the gate convs (on the stride-2 map, in
+        order), for ``height × width`` inputs."""
         key = (kind, height, width, self.stem.device)
         if key not in self._plans:
             device = self.stem.device
             if kind == "stem":
                 plans = [im2col_index(height, width, self.stem_kernel, self.stem_stride, self.stem_padding, device)]
-            elif self.gate_geometry is None:
-                plans = []
             else:
-                stride_a, pad_a, stride_b, pad_b = self.gate_geometry
-                rows, cols = conv_output_hw((height + 1) // 2, (width + 1) // 2, 3, stride_a, pad_a)
-                plans = [
-                    im2col_index((height + 1) // 2, (width + 1) // 2, 3, stride_a, pad_a, device),
-                    im2col_index(rows, cols, 3, stride_b, pad_b, device),
-                ]
+                plans, rows, cols = [], (height + 1) // 2, (width + 1) // 2
+                for kernel, stride, padding in self.gate_convs:
+                    plans.append(im2col_index(rows, cols, kernel, stride, padding, device))
+                    rows, cols = conv_output_hw(rows, cols, kernel, stride, padding)
             self._plans[key] = plans
         return self._plans[key]
 

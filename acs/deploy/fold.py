@@ -54,11 +54,16 @@ def grouped(conv: Union[nn.Conv2d, DGConv2d]) -> Grouped:
     return Grouped(frozen(module.weight), module.groups, None, None)
 
 
-def stacked_rows(conv: DGConv2d) -> Tuple[Tensor, Tensor]:
+def stacked_rows(conv: Union[nn.Conv2d, DGConv2d]) -> Tuple[Tensor, Tensor]:
     """Per output channel, the input channels its group reads (``out × in/groups``, long) and the
     matching weight (``out × in/groups × kh × kw``), so that any subset ``a`` of outputs runs as one
     grouped conv (``groups = len(a)``) over ``x.index_select(0, index[a].flatten())``: each kept
-    output with its own group's inputs, exactly ``aᵀ U 1`` multiply-accumulates per pixel and kernel tap."""
+    output with its own group's inputs, exactly ``aᵀ U 1`` multiply-accumulates per pixel and kernel tap.
+    A DGConv2d by its learned mask ``U``, a grouped nn.Conv2d by its fixed contiguous groups."""
+    if not isinstance(conv, DGConv2d):
+        per_group, device = conv.in_channels // conv.groups, conv.weight.device
+        group = torch.arange(conv.out_channels, device=device) // (conv.out_channels // conv.groups)
+        return group[:, None] * per_group + torch.arange(per_group, device=device), frozen(conv.weight)
     u = conv.mask().detach() > 0
     per_out = int(u[0].sum())
     index = u.nonzero()[:, 1].view(conv.out_channels, per_out)  # row-major, so rows stay grouped

@@ -40,7 +40,9 @@ class ACSGate(LogitGate):
         if conv not in ("dgconv", "dense", "group"):
             raise ValueError(f"gate conv must be 'dgconv', 'dense' or 'group', got '{conv}'")
         if (conv == "group") != (groups is not None):
-            raise ValueError(f"gate groups is the group count of conv 'group' (and only of it); got conv '{conv}', groups {groups}")
+            raise ValueError(
+                f"gate groups is the group count of conv 'group' (and only of it); got conv '{conv}', groups {groups}"
+            )
         if conv == "group" and (groups < 1 or width % groups):
             raise ValueError(f"gate groups must divide the gate width {width}, got {groups}")
         self.reduce = nn.Conv2d(in_channels, width, 1, stride=2, bias=False)

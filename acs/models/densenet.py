@@ -143,7 +143,11 @@ class DenseNet(AcsModel):
 
 @register_model
 def densenet40(
-    num_classes: int = 10, in_channels: int = 3, gate: GateSpec = "acs", conv: str = "dense", groups: Optional[int] = None
+    num_classes: int = 10,
+    in_channels: int = 3,
+    gate: GateSpec = "acs",
+    conv: str = "dense",
+    groups: Optional[int] = None,
 ) -> DenseNet:
     """DenseNet (L=40, k=12) for CIFAR: 16-channel stem, three blocks of 12 layers, no bottleneck.
     ``conv="group", groups=4`` is the fixed-group baseline (every layer's inputs are a multiple of 4)."""
@@ -152,7 +156,11 @@ def densenet40(
 
 @register_model
 def densenet41_acs(
-    num_classes: int = 10, in_channels: int = 3, gate: GateSpec = "acs", conv: str = "dgconv", groups: Optional[int] = None
+    num_classes: int = 10,
+    in_channels: int = 3,
+    gate: GateSpec = "acs",
+    conv: str = "dgconv",
+    groups: Optional[int] = None,
 ) -> DenseNet:
     """The ACS paper's DenseNet: 64-channel stem, growth 32, bottleneck 2k, blocks (6, 6, 6),
     compression 0.5, DGConv2d 3×3 convolutions; with a 3×3 stem so that it runs on 32×32 input."""
@@ -161,7 +169,11 @@ def densenet41_acs(
 
 @register_model
 def densenet_bc100(
-    num_classes: int = 10, in_channels: int = 3, gate: GateSpec = "acs", conv: str = "dense", groups: Optional[int] = None
+    num_classes: int = 10,
+    in_channels: int = 3,
+    gate: GateSpec = "acs",
+    conv: str = "dense",
+    groups: Optional[int] = None,
 ) -> DenseNet:
     """DenseNet-BC (L=100, k=12): bottleneck 4k, compression 0.5, blocks (16, 16, 16)."""
     return DenseNet(12, (16, 16, 16), 24, 4, 0.5, num_classes, in_channels, gate, conv, groups)

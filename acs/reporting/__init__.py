@@ -1,7 +1,7 @@
 """Run reporting: experiment loggers (W&B or none) and the accuracy-vs-compute sweep report."""
+from .jobs import JobResult, ReportError, collect_jobs
 from .pareto import pareto_front
 from .run_logger import RunLogger, WandbLogger, create_logger
-from .jobs import JobResult, ReportError, collect_jobs
 from .sweep_report import Report, write_report
 from .wandb_sweep import log_sweep_summary
 

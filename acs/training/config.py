@@ -174,7 +174,9 @@ def _validate_gate(gate: DictConfig) -> None:
         _choice(gate.conv, "gate.conv", ("dgconv", "dense", "group"))
     if gate.groups is not None or gate.conv == "group":
         _check(gate.conv == "group", f"gate.groups applies to gate.conv=group only, got gate.conv={gate.conv}")
-        _check(gate.groups is not None and gate.groups >= 1, f"gate.conv=group needs gate.groups >= 1, got {gate.groups}")
+        _check(
+            gate.groups is not None and gate.groups >= 1, f"gate.conv=group needs gate.groups >= 1, got {gate.groups}"
+        )
         if gate.width is not None:
             _check(gate.width % gate.groups == 0, f"gate.groups={gate.groups} must divide gate.width={gate.width}")
     if gate.width is not None:
