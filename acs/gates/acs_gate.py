@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from acs.cost import conv_output_size, layer_macs
-from acs.gates.base import LogitGate, keep_logit, register_gate
+from acs.gates.base import LogitGate, check_width, keep_logit, register_gate
 from acs.ops import DGConv2d
 
 
@@ -35,8 +35,7 @@ class ACSGate(LogitGate):
         groups: Optional[int] = None,
     ) -> None:
         super().__init__(in_channels, out_channels, estimator, temperature)
-        if width < 1:
-            raise ValueError(f"gate width must be positive, got {width}")
+        check_width(width)
         if conv not in ("dgconv", "dense", "group"):
             raise ValueError(f"gate conv must be 'dgconv', 'dense' or 'group', got '{conv}'")
         if (conv == "group") != (groups is not None):

@@ -73,6 +73,12 @@ class LogitGate(Gate):
         return GateOutput(*binary_keep(self.logits(x), self.estimator, self.temperature, self.training))
 
 
+def check_width(width: int) -> None:
+    """The channel count inside a gate (every gate design with a hidden width checks it alike)."""
+    if width < 1:
+        raise ValueError(f"gate width must be positive, got {width}")
+
+
 def keep_logit(init_keep: float) -> float:
     """The logit of an initial keep probability, which a gate's output bias starts at."""
     if not 0.0 < init_keep < 1.0:

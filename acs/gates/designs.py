@@ -20,12 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from acs.cost import conv_output_size, layer_macs
-from acs.gates.base import Gate, GateOutput, LogitGate, keep_logit, register_gate
-
-
-def _check_width(width: int) -> None:
-    if width < 1:
-        raise ValueError(f"gate width must be positive, got {width}")
+from acs.gates.base import Gate, GateOutput, LogitGate, check_width, keep_logit, register_gate
 
 
 @register_gate("ddi")
@@ -43,7 +38,7 @@ class DDIGate(LogitGate):
         temperature: float = 1.0,
     ) -> None:
         super().__init__(in_channels, out_channels, estimator, temperature)
-        _check_width(width)
+        check_width(width)
         self.reduce = nn.Conv2d(in_channels, width, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(width)
         self.conv = nn.Conv2d(width, width, 3, padding=1, bias=False)
@@ -84,7 +79,7 @@ class AIGGate(LogitGate):
         temperature: float = 1.0,
     ) -> None:
         super().__init__(in_channels, out_channels, estimator, temperature)
-        _check_width(width)
+        check_width(width)
         self.squeeze = nn.Linear(in_channels, width, bias=False)  # BN follows: a bias would be redundant
         self.bn = nn.BatchNorm1d(width)
         self.pair = nn.Linear(width, 2 * out_channels)
