@@ -107,6 +107,23 @@ def test_interleaved_groups_need_permutations():
         assert torch.allclose(grouped(x), conv(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("in_ch, out_ch, sort", [(32, 32, False), (48, 12, True), (16, 64, False), (24, 40, True)])
+def test_gate_gradients_are_those_of_the_straight_through_kronecker_chain(in_ch, out_ch, sort):
+    """The mask is built as one product over the gates; its gradient must be the chain's
+    ``d/dg_k ((1 - g_k)·I + g_k·1)`` with the straight-through gates, factor by factor."""
+    conv = with_gates(DGConv2d(in_ch, out_ch, 3, sort=sort), 3)
+    upstream = torch.randn(out_ch, in_ch, generator=torch.Generator().manual_seed(1))
+    (conv.mask() * upstream).sum().backward()
+    gates = conv.gates.detach().clone().requires_grad_()
+    hard = (gates > 0).float() + gates - gates.detach()
+    order = torch.argsort((gates > 0).float(), stable=True) if sort else torch.arange(len(gates))
+    factors = [(1 - g) * torch.eye(2) + g * torch.ones(2, 2) for g in hard[order]]
+    k = len(factors)
+    chain = torch.kron(functools.reduce(torch.kron, factors), torch.ones(out_ch // 2**k, in_ch // 2**k))
+    (chain * upstream).sum().backward()
+    assert torch.allclose(conv.gates.grad, gates.grad, rtol=1e-5, atol=1e-5)
+
+
 def test_gradients_reach_gates_and_weights():
     conv = with_gates(DGConv2d(12, 24, 3, padding=1), 0)
     out = conv(torch.randn(2, 12, 6, 6))

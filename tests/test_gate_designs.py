@@ -10,7 +10,8 @@ from helpers import counted_macs, materialize_dgconvs
 
 import acs
 from acs.cost import MacMeter
-from acs.gates import AIGGate, FBSGate, create_gate
+from acs.gates import AIGGate, FBSGate, Gate, create_gate, summarize
+from acs.models.densenet import DenseNet
 from acs.ops import DGConv2d, binary_keep
 from acs.training.builders import build_data, build_model, seed_everything
 from acs.training.config import ConfigError, validate
@@ -179,3 +180,18 @@ def test_bad_gate_config_is_one_clear_line(overrides, message):
     with pytest.raises(ConfigError) as error:
         validate(compose_config(*overrides))
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("gate", ["acs", "ddi", "aig", "fbs"])
+def test_densenet_hands_each_gate_the_summary_of_its_whole_input(gate):
+    """The DenseNet extends the gates' summary layer by layer instead of summarising the whole
+    concatenated input again; every gate must still see exactly what it would read of its input."""
+    model = DenseNet(4, (3, 2), 6, None, 0.5, num_classes=3, in_channels=1, gate=SPECS[gate]).train()
+    seen = []
+    for module in model.modules():
+        if isinstance(module, Gate):
+            module.register_forward_hook(lambda m, args, out: seen.append((m.reads, args[0], args[1])))
+    model(torch.randn(4, 1, 9, 11))
+    assert len(seen) == sum(len(block) for block in model.blocks)
+    for reads, x, summary in seen:
+        assert summary is not None and torch.equal(summary, summarize(x, reads))

@@ -40,7 +40,8 @@ from acs.deploy.fold import (
     kn2row_weight,
     stacked_rows,
 )
-from acs.deploy.gates import SOURCES, gate_executor, summarize
+from acs.deploy.gates import gate_executor, summarize
+from acs.gates.base import SUMMARIES
 from acs.models.base import Output
 from acs.models.densenet import DenseLayer, DenseNet, Transition
 
@@ -89,7 +90,7 @@ class _DenseLayerExec(nn.Module):
             raise NotImplementedError("deployment expects the dense layer's 3×3 conv with stride 1, padding 1")
         self.in_channels, self.growth = layer.norm1.num_features, conv2.out_channels
         self.gate = gate_executor(layer.gate) if layer.gate is not None else None
-        self.summary = 0  # what the block's summary buffer holds: 1 + index in SOURCES (0: no buffer)
+        self.summary = 0  # what the block's summary buffer holds: index in SUMMARIES (0, the input: no buffer)
         self.register_buffer("ones_in", torch.ones(self.in_channels, dtype=torch.bool))
         self.register_buffer("ones_new", torch.ones(self.growth, dtype=torch.bool))
         affine, value = _affine(layer.norm1)
@@ -291,7 +292,7 @@ class _BlockExec(nn.Module):
         sources = {layer.gate.source for layer in self.layers if layer.gate is not None}
         if len(sources) > 1:
             raise NotImplementedError(f"deployment expects gates of one kind per dense block, got {sorted(sources)}")
-        self.summary = 1 + SOURCES.index(sources.pop()) if sources else 0
+        self.summary = SUMMARIES.index(sources.pop()) if sources else 0
         for layer in self.layers:
             layer.summary = self.summary
 

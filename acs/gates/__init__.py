@@ -10,6 +10,7 @@ from acs.gates.base import (
     list_gates,
     register_gate,
     run_gate,
+    summarize,
 )
 from acs.gates.designs import AIGGate, DDIGate, FBSGate
 
@@ -27,4 +28,5 @@ __all__ = [
     "list_gates",
     "register_gate",
     "run_gate",
+    "summarize",
 ]

@@ -23,6 +23,8 @@ class ACSGate(LogitGate):
     see :mod:`acs.ops.binary`; evaluation always thresholds at 0.5.
     """
 
+    reads = "sub"
+
     def __init__(
         self,
         in_channels: int,
@@ -59,10 +61,11 @@ class ACSGate(LogitGate):
             return DGConv2d(width, width, 3, stride=stride, padding=1, bias=False)
         return nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False, groups=groups or 1)
 
-    def logits(self, x: Tensor) -> Tensor:
-        # A 1×1 stride-2 conv is a 1×1 conv of every other pixel; on CPU oneDNN runs the strided
-        # form about 3× slower. Likewise the head acts on a pooled vector, where linear is cheaper.
-        h = F.conv2d(x[:, :, ::2, ::2], self.reduce.weight)
+    def score(self, summary: Tensor) -> Tensor:
+        # A 1×1 stride-2 conv is a 1×1 conv of every other pixel (the summary); on CPU oneDNN runs
+        # the strided form about 3× slower. Likewise the head acts on a pooled vector, where linear
+        # is cheaper.
+        h = F.conv2d(summary, self.reduce.weight)
         h = self.conv_b(self.bn(self.conv_a(h)).relu())
         return F.linear(h.mean((2, 3)), self.head.weight.flatten(1), self.head.bias)
 

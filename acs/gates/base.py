@@ -30,19 +30,48 @@ class GateOutput(NamedTuple):
     scale: Optional[Tensor] = None
 
 
+SUMMARIES = ("input", "sub", "mean", "absmean")
+
+
+def summarize(x: Tensor, kind: str) -> Tensor:
+    """What a gate reads of its input ``x`` (N × C × H × W), by its ``reads``: the input itself,
+    every other pixel (what a stride-2 1×1 conv reads), or the global average pool of ``x`` or of
+    ``|x|`` (N × C). Each is computed per channel, so the summary of a concatenation is the
+    concatenation of the summaries: a DenseNet extends it by the new channels of every layer
+    instead of re-reading the whole input for every gate, which in training also spares scattering
+    each gate's gradient back into a full-size copy of the input."""
+    if kind == "sub":
+        return x[:, :, ::2, ::2]
+    if kind == "mean":
+        return x.mean((2, 3))
+    if kind == "absmean":
+        return x.abs().mean((2, 3))
+    if kind == "input":
+        return x
+    raise ValueError(f"unknown gate summary '{kind}'; expected one of {', '.join(SUMMARIES)}")
+
+
 class Gate(nn.Module):
     """Reads the layer input (N × C_in × H × W) and returns a :class:`GateOutput` whose ``mask`` is
     the keep-mask over the layer's ``k`` new output channels.
 
+    A gate reads its input only through :func:`summarize` with its ``reads``, and decides from that
+    summary (:meth:`decide`); ``forward(x, summary)`` takes a summary computed by the caller.
     Returning the probabilities with the mask (rather than keeping them on the module) keeps one
     forward pass per decision and nothing stateful between batches.
     """
+
+    reads = "input"
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
 
-    def forward(self, x: Tensor) -> GateOutput:
+    def forward(self, x: Tensor, summary: Optional[Tensor] = None) -> GateOutput:
+        return self.decide(summarize(x, self.reads) if summary is None else summary)
+
+    def decide(self, summary: Tensor) -> GateOutput:
+        """The decision from ``summarize(x, self.reads)``."""
         raise NotImplementedError
 
     def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
@@ -61,16 +90,20 @@ class LogitGate(Gate):
         check_estimator(estimator, temperature)
         self.estimator, self.temperature = estimator, temperature
 
-    def logits(self, x: Tensor) -> Tensor:
-        """Keep logits (N × k)."""
+    def score(self, summary: Tensor) -> Tensor:
+        """Keep logits (N × k) from the gate's summary of its input."""
         raise NotImplementedError
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Keep logits (N × k) of the input ``x``."""
+        return self.score(summarize(x, self.reads))
 
     def probabilities(self, x: Tensor) -> Tensor:
         """Soft keep probabilities (N × k) before thresholding."""
         return self.logits(x).sigmoid()
 
-    def forward(self, x: Tensor) -> GateOutput:
-        return GateOutput(*binary_keep(self.logits(x), self.estimator, self.temperature, self.training))
+    def decide(self, summary: Tensor) -> GateOutput:
+        return GateOutput(*binary_keep(self.score(summary), self.estimator, self.temperature, self.training))
 
 
 def check_width(width: int) -> None:
@@ -131,10 +164,13 @@ def gate_options(name: str) -> List[str]:
     return [] if cls is None else list(inspect.signature(cls).parameters)[2:]
 
 
-def run_gate(gate: Optional[Gate], x: Tensor, meter: MacMeter, live_in: Optional[Tensor]) -> Optional[GateOutput]:
-    """The gate's decision for ``x`` with its cost recorded; ``None`` when ungated or when the
-    meter measures the reference (gate-free) cost."""
+def run_gate(
+    gate: Optional[Gate], x: Tensor, meter: MacMeter, live_in: Optional[Tensor], summary: Optional[Tensor] = None
+) -> Optional[GateOutput]:
+    """The gate's decision for ``x`` (or for ``summary``, its summary of ``x`` when the caller
+    keeps one) with its cost recorded; ``None`` when ungated or when the meter measures the
+    reference (gate-free) cost."""
     if gate is None or meter.dense:
         return None
     meter.add(gate.macs(x.shape[-2:], live_in))
-    return gate(x)
+    return gate(x, summary)

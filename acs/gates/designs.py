@@ -28,6 +28,8 @@ class DDIGate(LogitGate):
     """The DDI gate that ACS-GN was derived from: ``1×1 conv (C_in→w, stride 2) → BN → ReLU →
     3×3 conv (w→w) → global average pool → linear with bias (w→k) → sigmoid → 0.5 threshold``."""
 
+    reads = "sub"
+
     def __init__(
         self,
         in_channels: int,
@@ -45,9 +47,9 @@ class DDIGate(LogitGate):
         self.head = nn.Linear(width, out_channels)
         nn.init.constant_(self.head.bias, keep_logit(init_keep))
 
-    def logits(self, x: Tensor) -> Tensor:
+    def score(self, summary: Tensor) -> Tensor:
         # The strided 1×1 conv as a 1×1 conv of every other pixel, as in ACSGate (faster on CPU).
-        h = self.conv(self.bn(F.conv2d(x[:, :, ::2, ::2], self.reduce.weight)).relu())
+        h = self.conv(self.bn(F.conv2d(summary, self.reduce.weight)).relu())
         return self.head(h.mean((2, 3)))
 
     def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
@@ -69,6 +71,8 @@ class AIGGate(LogitGate):
     is counted so; a deployment could fold it into one ``w→k`` layer.
     """
 
+    reads = "mean"
+
     def __init__(
         self,
         in_channels: int,
@@ -88,8 +92,8 @@ class AIGGate(LogitGate):
             bias[:, 0] = 0.0
             bias[:, 1] = keep_logit(init_keep)
 
-    def logits(self, x: Tensor) -> Tensor:
-        h = self.squeeze(x.mean((2, 3)))
+    def score(self, summary: Tensor) -> Tensor:
+        h = self.squeeze(summary)
         if self.training and h.shape[0] == 1:
             # Batch statistics of one sample do not exist (BatchNorm1d raises); a loader's last batch
             # can be a single sample, so it is normalised with the running statistics instead.
@@ -116,6 +120,8 @@ class FBSGate(Gate):
     lasso on the saliencies. The compute is fixed by ``density``: compute regularizers cannot move it.
     """
 
+    reads = "absmean"
+
     def __init__(self, in_channels: int, out_channels: int, density: float = 0.5) -> None:
         super().__init__(in_channels, out_channels)
         if not 0.0 < density <= 1.0:
@@ -126,8 +132,8 @@ class FBSGate(Gate):
         # Saliencies start near 1, so that boosting does not first shrink every kept output.
         nn.init.constant_(self.saliency.bias, 1.0)
 
-    def forward(self, x: Tensor) -> GateOutput:
-        s = self.saliency(x.abs().mean((2, 3))).relu()
+    def decide(self, summary: Tensor) -> GateOutput:
+        s = self.saliency(summary).relu()
         winners = torch.zeros_like(s).scatter_(1, s.topk(self.kept, dim=1).indices, 1.0)
         return GateOutput(winners + (s - s.detach()), s, s)
 

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from acs.cost import MacMeter
-from acs.gates import GateOutput, GateSpec, create_gate, run_gate
+from acs.gates import GateOutput, GateSpec, create_gate, run_gate, summarize
 from acs.models.base import AcsModel
 from acs.models.layers import conv3x3, extend_live
 from acs.models.registry import register_model
@@ -37,8 +37,11 @@ class DenseLayer(nn.Module):
         self.conv2 = conv3x3(conv, bottleneck or in_channels, growth, groups=groups)
         self.gate = create_gate(gate, in_channels, growth)
 
-    def forward(self, x: Tensor, live: Optional[Tensor], meter: MacMeter) -> Tuple[Tensor, Optional[GateOutput]]:
-        decision = run_gate(self.gate, x, meter, live)
+    def forward(
+        self, x: Tensor, live: Optional[Tensor], meter: MacMeter, summary: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Optional[GateOutput]]:
+        """``summary``: the gate's summary of ``x`` where the caller keeps one (see :meth:`DenseNet.run`)."""
+        decision = run_gate(self.gate, x, meter, live, summary)
         mask = None if decision is None else decision.mask
         h = self.norm1(x).relu()
         live_mid = None
@@ -126,11 +129,18 @@ class DenseNet(AcsModel):
         decisions: List[GateOutput] = []
         live = None
         for index, block in enumerate(self.blocks):
+            # What the block's gates read of the growing input, extended layer by layer (see
+            # acs.gates.summarize); gates that read the input itself need no copy of it.
+            reads = {layer.gate.reads for layer in block if layer.gate is not None and not meter.dense}
+            kind = reads.pop() if len(reads) == 1 else "input"
+            summary = None if kind == "input" else summarize(x, kind)
             for layer in block:
-                new, decision = layer(x, live, meter)
+                new, decision = layer(x, live, meter, summary)
                 mask = None if decision is None else decision.mask
                 live = extend_live(live, x.shape[1], mask, new.shape[1], new.shape[0])
                 x = torch.cat([x, new], 1)
+                if summary is not None:
+                    summary = torch.cat([summary, summarize(new, kind)], 1)
                 if decision is not None:
                     decisions.append(decision)
             if index < len(self.transitions):

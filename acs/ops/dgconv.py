@@ -7,6 +7,7 @@ the original learnable-grouping operator when ``in = out = 2^K``.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Tuple, Union
 
@@ -27,6 +28,16 @@ def shared_factors_of_two(a: int, b: int) -> int:
     while a % 2 == 0 and b % 2 == 0:
         a, b, k = a // 2, b // 2, k + 1
     return k
+
+
+@functools.lru_cache(maxsize=None)
+def _bit_differences(bits: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(bits, 2^bits, 2^bits): 1 where bit ``k`` (most significant first) of the row and the column
+    index differ. Cached: it depends on the sizes only."""
+    index = torch.arange(2**bits, device=device)
+    shifts = torch.arange(bits - 1, -1, -1, device=device)
+    digits = (index[None, :] >> shifts[:, None]) & 1
+    return (digits[:, :, None] != digits[:, None, :]).to(dtype)
 
 
 class DGConv2d(nn.Module):
@@ -76,12 +87,13 @@ class DGConv2d(nn.Module):
         return binary
 
     def mask(self) -> Tensor:
-        """Binary connectivity ``U`` (out × in) used in forward, differentiable in the gates."""
-        eye = torch.eye(2, dtype=self.gates.dtype, device=self.gates.device)
-        full = torch.ones_like(eye)
-        u = torch.ones(1, 1, dtype=self.gates.dtype, device=self.gates.device)
-        for g in self._ordered_gates():
-            u = torch.kron(u, (1 - g) * eye + g * full)
+        """Binary connectivity ``U`` (out × in) used in forward, differentiable in the gates.
+
+        Entry ``(o, i)`` of ``U_1 ⊗ … ⊗ U_K`` is ``Π_k U_k[bit_k(o), bit_k(i)]``, and ``U_k`` is 1
+        where the bits agree and ``g_k`` where they differ: one product over the gates instead of
+        ``K`` Kronecker products, which matters because the mask is rebuilt at every training step."""
+        differ = _bit_differences(self.num_gates, self.gates.device, self.gates.dtype)
+        u = torch.prod(1 - (1 - self._ordered_gates())[:, None, None] * differ, 0)
         block = self.out_channels >> self.num_gates, self.in_channels >> self.num_gates
         return torch.kron(u, u.new_ones(block))
 
