@@ -11,7 +11,8 @@ import acs
 from acs.deploy import to_dynamic
 from acs.deploy.calibrate import keep_bias
 from acs.deploy.fold import conv3x3_kn2row, kn2row_weight
-from acs.gates import ACSGate, AIGGate, DDIGate, FBSGate, Gate
+from acs.gates import ACSGate, AIGGate, DDIGate, FBSGate, Gate, summarize
+from acs.gates.designs import scale_free
 from acs.models.resnext import GResNeXt
 from acs.ops import DGConv2d
 
@@ -56,14 +57,14 @@ def calibrate(model, regime, size=(12, 12)):
     """Sets each gate's keep bias from its logits on separate calibration samples, layer by layer
     (earlier biases change later inputs). Inputs of very different scales make the decisions vary
     per sample by margins far above float rounding, so model and executor agree on every mask.
-    FBS saliencies ``relu(b − r)`` with ``r ≥ 0`` growing with the input (negative weights on the
-    non-negative pool), so that boosting stays bounded by ``b`` however large an input is: ``b = 1.5``
-    for a median ``r`` of 1 (per channel), most saliencies exactly 0 for ``mostly_off``."""
+    FBS saliencies ``relu(b − r)`` with ``r ≥ 0`` (negative weights on the non-negative, scale-free
+    pool), so that boosting stays bounded by ``b``: ``b = 1.5`` for a median ``r`` of 1 (per
+    channel), about half the saliencies exactly 0 for ``mostly_off``."""
     def set_bias(gate, args):
         if isinstance(gate, FBSGate):
             weight = gate.saliency.weight
             weight.abs_().neg_()
-            weight /= -torch.quantile(F.linear(args[0].abs().mean((2, 3)), weight), 0.5, dim=0)[:, None]
+            weight /= -torch.quantile(F.linear(scale_free(summarize(args[0], gate.reads)), weight), 0.5, dim=0)[:, None]
             gate.saliency.bias.fill_(1.0 if regime == "mostly_off" else 1.5)
             return
         bias = keep_bias(gate)

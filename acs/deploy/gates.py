@@ -150,9 +150,10 @@ class AIGGateExec(nn.Module):
 
 
 class FBSGateExec(nn.Module):
-    """FBS on the pooled absolute values of the live channels: saliency ``relu(linear)``, the top
-    ``⌈d·k⌉`` kept (``topk`` on the same vector as the model, so ties break alike), and the
-    saliencies returned as the factor on the kept outputs."""
+    """FBS on the pooled absolute values of the live channels, relative to their largest (the
+    model's ``scale_free``): saliency ``relu(linear)``, the top ``⌈d·k⌉`` kept (``topk`` on the
+    same vector as the model, so ties break alike), and the saliencies returned as the factor on
+    the kept outputs."""
 
     def __init__(self, gate: FBSGate) -> None:
         super().__init__()
@@ -166,7 +167,8 @@ class FBSGateExec(nn.Module):
         self, pooled: Tensor, rows: int, cols: int, live: Optional[Tensor], plans: List[Tensor]
     ) -> Tuple[Tensor, Optional[Tensor], int]:
         w = self.weight if live is None else self.weight.index_select(0, live)
-        s = torch.addmm(self.bias, pooled.t(), w).relu_()
+        # The model's scale_free: the largest live magnitude is the largest of all (dead ones are 0).
+        s = torch.addmm(self.bias, (pooled / pooled.max().clamp_min(1e-12)).t(), w).relu_()
         keep = self.none.index_fill(0, s.topk(self.kept, dim=1).indices[0], True)
         return keep, s[0], w.numel()
 

@@ -108,16 +108,31 @@ class AIGGate(LogitGate):
         return layer_macs(self.squeeze, live_in=live_in) + layer_macs(self.pair)
 
 
+def scale_free(pooled: Tensor) -> Tensor:
+    """Non-negative pooled magnitudes (N × C) relative to their largest per sample. A maximum,
+    not a mean, so that channels absent from a sample (exact zeros, dropped at deployment) change
+    nothing, bit for bit, whatever order a deployment reduces them in."""
+    return pooled / pooled.amax(1, keepdim=True).clamp_min(1e-12)
+
+
 @register_gate("fbs")
 class FBSGate(Gate):
     """Feature Boosting and Suppression: saliency ``s = ReLU(linear(mean |x| per channel))``
     (C_in→k), keep the ``⌈density·k⌉`` most salient channels per sample (k-winners-take-all), and
     scale the kept outputs by their saliency.
 
-    The mask stays binary (it decides what is computed and costs MACs, straight-through to ``s`` in
-    backward); the saliency is returned as the :class:`GateOutput` ``scale``, which the layer
-    multiplies into its kept outputs, and as ``probs``, so that ``regularizer=l1`` is FBS's own
-    lasso on the saliencies. The compute is fixed by ``density``: compute regularizers cannot move it.
+    The mask stays binary and, as in FBS, carries no gradient: k-winners-take-all is not
+    differentiable, and the saliencies learn through the ``scale`` they put on the winners (a
+    straight-through mask on top doubled that path and fed the losers too, and the saliencies ran
+    away within a few steps at lr 0.1). The saliency is returned as the :class:`GateOutput`
+    ``scale``, which the layer multiplies into its kept outputs, and as ``probs``, so that
+    ``regularizer=l1`` is FBS's own lasso on the saliencies. The compute is fixed by ``density``:
+    compute regularizers cannot move it.
+
+    The pooled magnitudes are divided by their largest (per sample) before the linear map
+    (:func:`scale_free`): a DenseNet layer's input holds the boosted outputs of the earlier gates,
+    so raw magnitudes would feed each boost into every later saliency and grow geometrically with
+    depth (FBS gates the conv input of a post-activation network, where this loop does not arise).
     """
 
     reads = "absmean"
@@ -133,9 +148,9 @@ class FBSGate(Gate):
         nn.init.constant_(self.saliency.bias, 1.0)
 
     def decide(self, summary: Tensor) -> GateOutput:
-        s = self.saliency(summary).relu()
+        s = self.saliency(scale_free(summary)).relu()
         winners = torch.zeros_like(s).scatter_(1, s.topk(self.kept, dim=1).indices, 1.0)
-        return GateOutput(winners + (s - s.detach()), s, s)
+        return GateOutput(winners, s, s)
 
     def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
         return layer_macs(self.saliency, live_in=live_in)
