@@ -342,3 +342,32 @@ def test_cli_missing_folder_is_one_error_line(tmp_path):
     done = run_cli(tmp_path / "nope")
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: no such folder"]
+
+
+def test_jobs_differing_only_in_seed_are_summarised_together(tmp_path):
+    # Two configurations, three seeds each; one run per configuration left the seed at its default.
+    runs = {
+        ("0.1", None): (90.0, 40e6), ("0.1", "1"): (92.0, 44e6), ("0.1", "2"): (94.0, 48e6),
+        ("0.3", None): (80.0, 30e6), ("0.3", "1"): (80.0, 30e6), ("0.3", "2"): (86.0, 36e6),
+    }
+    for i, ((beta, seed), (acc1, macs)) in enumerate(runs.items()):
+        overrides = SHARED + [f"regularizer.beta={beta}"] + ([f"seed={seed}"] if seed else [])
+        write_job(tmp_path / str(i), overrides, acc1=acc1, macs=macs)
+    write_job(tmp_path / "failed", SHARED + ["regularizer.beta=0.1", "seed=3"], status="failed")
+    report = write_report(tmp_path)
+    by_config = {row["configuration"]: row for row in report.seed_rows}
+    assert set(by_config) == {"beta=0.1", "beta=0.3"}
+    low = by_config["beta=0.1"]
+    assert low["runs"] == 3 and low["seeds"] == "default, 1, 2"  # the failed run is not a result
+    assert low["test/acc1"] == {"mean": 92.0, "std": 2.0, "min": 90.0, "max": 94.0}
+    assert low["compute_%"]["mean"] == pytest.approx(44.0) and low["compute_%"]["std"] == pytest.approx(4.0)
+    high = by_config["beta=0.3"]
+    assert high["test/acc1"]["mean"] == pytest.approx(82.0) and high["test/acc1"]["std"] == pytest.approx(12**0.5)
+    text = report.md_path.read_text()
+    assert "## Over seeds" in text
+    assert "| beta=0.1 | 3 | default, 1, 2 | 92.00 ± 2.00 | 90.00–94.00 | 44.0 ± 4.0 | 40.0–48.0 |" in text
+
+
+def test_no_seed_section_when_seeds_do_not_vary(sweep):
+    report = write_report(sweep)
+    assert report.seed_rows == [] and "Over seeds" not in report.md_path.read_text()

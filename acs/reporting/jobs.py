@@ -183,12 +183,12 @@ def split_overrides(jobs: Sequence[JobResult]) -> tuple:
     for job in known:
         keys.update(dict.fromkeys(job.overrides))
     unset = object()  # a key a job does not set differs from every value, `null` included
-    swept = [k for k in keys if len({_canonical(j.overrides[k]) if k in j.overrides else unset for j in known}) > 1]
+    swept = [k for k in keys if len({canonical(j.overrides[k]) if k in j.overrides else unset for j in known}) > 1]
     shared = {k: known[0].overrides[k] for k in keys if k not in swept}
     return swept, shared
 
 
-def _canonical(value: str) -> Any:
+def canonical(value: str) -> Any:
     """An override's value as Hydra reads it, so that spellings of one value compare equal (a sweep
     writes ``False`` where a command line said ``false``; ``1`` and ``1.0`` are one beta)."""
     try:

@@ -25,6 +25,7 @@ from acs.reporting.jobs import (
     split_overrides,
 )
 from acs.reporting.pareto import PlotPoint, pareto_front, plot_pareto, short_label
+from acs.reporting.seeds import over_seeds, render_over_seeds
 from acs.training.files import atomic_write
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class Report:
     jobs: List[JobResult]
     counts: Dict[str, int]
     figure: Figure = field(repr=False)
+    seed_rows: List[Dict[str, Any]] = field(default_factory=list)  # see acs.reporting.seeds.over_seeds
 
     @property
     def paths(self) -> List[Path]:
@@ -161,6 +163,7 @@ def render_markdown(
     folders: Sequence[str],
     metric: str,
     png_name: Optional[str] = "pareto.png",
+    seed_rows: Sequence[Dict[str, Any]] = (),
 ) -> str:
     _, shared = split_overrides(jobs)
     counts = count_statuses(jobs)
@@ -196,6 +199,7 @@ def render_markdown(
         lines += ["", "**Errors:**", ""] + [f"- `{job}`: {_md_cell('error', err)}" for job, err in errors]
     if png_name:
         lines += ["", f"![accuracy against FLOPs]({png_name})"]
+    lines += render_over_seeds(seed_rows, metric)
     return "\n".join(lines) + "\n"
 
 
@@ -250,8 +254,10 @@ def write_report(
     png = io.BytesIO()
     figure.savefig(png, format="png", dpi=130)
     paths = out / "results.csv", out / "results.md", out / "pareto.png"
-    texts = render_csv(columns, rows), render_markdown(jobs, columns, rows, folders, metric, paths[2].name)
+    seed_rows = over_seeds(jobs, metric)
+    texts = render_csv(columns, rows), render_markdown(jobs, columns, rows, folders, metric, paths[2].name, seed_rows)
     atomic_write(paths[0], lambda file: file.write(texts[0].encode()))
     atomic_write(paths[1], lambda file: file.write(texts[1].encode()))
     atomic_write(paths[2], lambda file: file.write(png.getvalue()))
-    return Report(out, *paths, columns=columns, rows=rows, jobs=jobs, counts=count_statuses(jobs), figure=figure)
+    counts = count_statuses(jobs)
+    return Report(out, *paths, columns=columns, rows=rows, jobs=jobs, counts=counts, figure=figure, seed_rows=seed_rows)

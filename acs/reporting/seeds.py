@@ -1,0 +1,79 @@
+"""Jobs that differ only in their seed, taken together: how far a configuration's accuracy and
+compute move from seed to seed. Short gated runs can end far apart on seeds alone (a gate decision
+near its threshold flips, and training takes another path), so one run per configuration is not a
+comparison; this table says how much of a difference between configurations is seed noise."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Dict, List, Optional, Sequence
+
+from acs.reporting.jobs import JobResult, canonical, split_overrides
+from acs.reporting.pareto import short_label
+
+SEED = "seed"
+
+
+def _spread(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def over_seeds(jobs: Sequence[JobResult], metric: str = "test/acc1") -> List[Dict[str, Any]]:
+    """One row per configuration (the swept overrides other than ``seed``) of the completed jobs
+    that recorded ``metric``: the number of runs, their seeds, and the mean, sample standard
+    deviation, minimum and maximum of ``metric`` and of compute (% of dense). Empty unless the
+    jobs differ in ``seed``. A job that does not set ``seed`` ran with the config's seed (``default``)."""
+    swept, _ = split_overrides(jobs)
+    if SEED not in swept:
+        return []
+    keys = [k for k in swept if k != SEED]
+    groups: Dict[tuple, List[JobResult]] = {}
+    for job in jobs:
+        if job.value(metric) is not None and job.compute_pct() is not None:
+            unset = ("unset",)  # differs from every value, as in split_overrides
+            key = tuple(canonical(job.overrides[k]) if k in job.overrides else unset for k in keys)
+            groups.setdefault(key, []).append(job)
+    rows = []
+    for members in groups.values():
+        first = members[0]
+        rows.append(
+            {
+                "configuration": short_label({k: first.overrides[k] for k in keys if k in first.overrides}) or "(all)",
+                "runs": len(members),
+                "seeds": ", ".join(j.overrides.get(SEED, "default") for j in members),
+                metric: _spread([j.value(metric) for j in members]),
+                "compute_%": _spread([j.compute_pct() for j in members]),
+            }
+        )
+    return rows
+
+
+def render_over_seeds(rows: Sequence[Dict[str, Any]], metric: str = "test/acc1") -> List[str]:
+    """The markdown section of :func:`over_seeds` (no lines when there are no rows)."""
+    if not rows:
+        return []
+
+    def cell(spread: Dict[str, Optional[float]], digits: int) -> List[str]:
+        std = "" if spread["std"] is None else f" ± {spread['std']:.{digits}f}"
+        return [f"{spread['mean']:.{digits}f}{std}", f"{spread['min']:.{digits}f}–{spread['max']:.{digits}f}"]
+
+    lines = [
+        "",
+        "## Over seeds",
+        "",
+        f"Jobs that differ only in `seed`, together: mean ± sample standard deviation and range of {metric} "
+        "and of compute (% of dense).",
+        "",
+        f"| configuration | runs | seeds | {metric} mean ± std | {metric} range | compute mean ± std | compute range |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        cells = [row["configuration"], str(row["runs"]), row["seeds"]]
+        cells += cell(row[metric], 2) + cell(row["compute_%"], 1)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return lines
