@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from acs.deploy.fold import bn_affine, conv_im2col, frozen, grouped, im2col_weight
 from acs.gates import ACSGate, AIGGate, DDIGate, FBSGate, Gate
+from acs.gates.designs import scale_free
 
 
 def summarize(x: Tensor, kind: int, height: int, width: int) -> Tensor:
@@ -167,8 +168,8 @@ class FBSGateExec(nn.Module):
         self, pooled: Tensor, rows: int, cols: int, live: Optional[Tensor], plans: List[Tensor]
     ) -> Tuple[Tensor, Optional[Tensor], int]:
         w = self.weight if live is None else self.weight.index_select(0, live)
-        # The model's scale_free: the largest live magnitude is the largest of all (dead ones are 0).
-        s = torch.addmm(self.bias, (pooled / pooled.max().clamp_min(1e-12)).t(), w).relu_()
+        # The largest live magnitude is the largest of all (dead ones are 0): scale_free is exact here.
+        s = torch.addmm(self.bias, scale_free(pooled.t()), w).relu_()
         keep = self.none.index_fill(0, s.topk(self.kept, dim=1).indices[0], True)
         return keep, s[0], w.numel()
 

@@ -17,6 +17,7 @@ import yaml
 PathLike = Union[str, Path]
 SKIP_DIRS = {"wandb", "checkpoints"}  # never hold jobs, and wandb/ can be large
 FIXED_COLUMNS = ("model", "gate", "dataset")
+UNSET = object()  # JobResult.setting of an override a job does not set
 
 
 class ReportError(ValueError):
@@ -44,6 +45,11 @@ class JobResult:
     error: Optional[str] = None
     overrides_known: bool = True  # False when neither summary.json nor .hydra/ lists them
     sweep_dir: Optional[Path] = None  # the folder holding this job's multirun.yaml, if any
+
+    def setting(self, key: str) -> Any:
+        """How the job set override ``key``, as Hydra reads it (:func:`_canonical`); :data:`UNSET` when
+        it did not set it, which differs from every value, ``null`` included."""
+        return _canonical(self.overrides[key]) if key in self.overrides else UNSET
 
     @property
     def baseline(self) -> bool:
@@ -182,13 +188,12 @@ def split_overrides(jobs: Sequence[JobResult]) -> tuple:
     keys: Dict[str, None] = {}
     for job in known:
         keys.update(dict.fromkeys(job.overrides))
-    unset = object()  # a key a job does not set differs from every value, `null` included
-    swept = [k for k in keys if len({canonical(j.overrides[k]) if k in j.overrides else unset for j in known}) > 1]
+    swept = [k for k in keys if len({j.setting(k) for j in known}) > 1]
     shared = {k: known[0].overrides[k] for k in keys if k not in swept}
     return swept, shared
 
 
-def canonical(value: str) -> Any:
+def _canonical(value: str) -> Any:
     """An override's value as Hydra reads it, so that spellings of one value compare equal (a sweep
     writes ``False`` where a command line said ``false``; ``1`` and ``1.0`` are one beta)."""
     try:

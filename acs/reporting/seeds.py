@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Dict, List, Optional, Sequence
 
-from acs.reporting.jobs import JobResult, canonical, split_overrides
+from acs.reporting.jobs import JobResult, split_overrides
 from acs.reporting.pareto import short_label
 
 SEED = "seed"
@@ -35,9 +35,7 @@ def over_seeds(jobs: Sequence[JobResult], metric: str = "test/acc1") -> List[Dic
     groups: Dict[tuple, List[JobResult]] = {}
     for job in jobs:
         if job.value(metric) is not None and job.compute_pct() is not None:
-            unset = ("unset",)  # differs from every value, as in split_overrides
-            key = tuple(canonical(job.overrides[k]) if k in job.overrides else unset for k in keys)
-            groups.setdefault(key, []).append(job)
+            groups.setdefault(tuple(job.setting(k) for k in keys), []).append(job)
     rows = []
     for members in groups.values():
         first = members[0]
