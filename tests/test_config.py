@@ -86,6 +86,8 @@ def test_schema_rejects_wrong_types_and_unknown_keys(override):
         ("mode=eval", "mode=eval needs ckpt_path"),
         ("loss=focal", "loss='focal' is not one of"),
         ("optimizer.lr=0", "optimizer.lr must be > 0"),
+        ("optimizer.grouping_lr_scale=-0.1", "optimizer.grouping_lr_scale must be >= 0"),
+        ("optimizer.grouping_weight_decay=-1", "optimizer.grouping_weight_decay must be >= 0"),
         ("dataset.batch_size=0", "dataset.batch_size must be >= 1"),
         ("dataset.val_split=1.0", "dataset.val_split must lie in [0, 1)"),
         ("dataset.subset=0", "dataset.subset must be >= 1"),

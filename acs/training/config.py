@@ -72,6 +72,10 @@ class OptimizerConfig:
     weight_decay: float = 1e-4
     nesterov: bool = False
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    # DGConv2d's grouping gates form their own parameter group: they sit on a threshold, so a full
+    # learning rate flips a whole group structure per step, and weight decay pulls them onto it.
+    grouping_lr_scale: float = 1.0
+    grouping_weight_decay: float = "${.weight_decay}"  # type: ignore[assignment]
 
 
 @dataclass
@@ -212,6 +216,14 @@ def validate(cfg: DictConfig) -> None:
     _check(0 <= reg.target <= 1, f"regularizer.target is a keep rate in [0, 1], got {reg.target}")
     _check(cfg.optimizer.lr > 0, f"optimizer.lr must be > 0, got {cfg.optimizer.lr}")
     _check(cfg.optimizer.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}")
+    _check(
+        cfg.optimizer.grouping_lr_scale >= 0,
+        f"optimizer.grouping_lr_scale must be >= 0, got {cfg.optimizer.grouping_lr_scale}",
+    )
+    _check(
+        cfg.optimizer.grouping_weight_decay >= 0,
+        f"optimizer.grouping_weight_decay must be >= 0, got {cfg.optimizer.grouping_weight_decay}",
+    )
     _check(cfg.trainer.max_epochs >= 1, f"trainer.max_epochs must be >= 1, got {cfg.trainer.max_epochs}")
     ds = cfg.dataset
     _check(ds.batch_size >= 1, f"dataset.batch_size must be >= 1, got {ds.batch_size}")

@@ -9,18 +9,33 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from acs.ops import DGConv2d
+
+
+def parameter_groups(cfg: DictConfig, model: nn.Module) -> list[dict]:
+    """All parameters, with DGConv2d's grouping gates in a group of their own lr and weight decay."""
+    grouping = [m.gates for m in model.modules() if isinstance(m, DGConv2d)]
+    grouping_ids = {id(p) for p in grouping}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in grouping_ids]}]
+    if grouping:
+        groups.append(
+            {"params": grouping, "lr": cfg.lr * cfg.grouping_lr_scale, "weight_decay": cfg.grouping_weight_decay}
+        )
+    return groups
+
 
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    groups = parameter_groups(cfg, model)
     if cfg.name == "sgd":
         return torch.optim.SGD(
-            model.parameters(),
+            groups,
             lr=cfg.lr,
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
             nesterov=cfg.nesterov and cfg.momentum > 0,
         )
     if cfg.name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer '{cfg.name}'; available: sgd, adamw")
 
 
