@@ -153,6 +153,22 @@ def test_checkpoint_of_another_model_is_a_clear_error(tmp_path, tiny_overrides):
         train(tmp_path / "c", *tiny_overrides, f"ckpt_path={corrupt}")
 
 
+def test_optimizer_state_of_another_layout_is_a_clear_error(tmp_path, tiny_overrides):
+    train(tmp_path, *tiny_overrides, "trainer.max_epochs=1")
+    last = tmp_path / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    # As a checkpoint written before the grouping gates had a parameter group of their own.
+    rest, grouping = state["optimizer"]["param_groups"]
+    rest["params"] = rest["params"] + grouping["params"]
+    state["optimizer"]["param_groups"] = [rest]
+    torch.save(state, last)
+    before = last.read_bytes()
+    with pytest.raises(CheckpointError, match="optimizer state does not fit this run's optimizer"):
+        train(tmp_path, *tiny_overrides, "trainer.max_epochs=2", "resume=true")
+    assert last.read_bytes() == before
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
+
+
 def test_models_without_gates_need_gate_none(tmp_path, tiny_overrides):
     from acs.training.config import ConfigError
 

@@ -61,6 +61,16 @@ def load_model_state(model: nn.Module, state: Dict[str, Any], model_name: str, p
     model.load_state_dict(weights)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Dict[str, Any], path: Union[str, Path]) -> None:
+    """The optimizer's state from a checkpoint; parameter groups that do not match (a checkpoint
+    written before DGConv2d's grouping gates had a group of their own, or by another optimizer
+    layout) are one clear error."""
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(f"{path}: its optimizer state does not fit this run's optimizer ({error})") from error
+
+
 def rng_state() -> Dict[str, Any]:
     """Every random generator a run draws from, as tensors and primitives."""
     np_state = np.random.get_state()

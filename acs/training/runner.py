@@ -17,7 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 from acs.reporting import create_logger
 from acs.training import distributed
 from acs.training.builders import build_data, build_model, seed_everything, select_device
-from acs.training.checkpoint import load_checkpoint, load_model_state, restore_rng_state, rng_state, save_checkpoint
+from acs.training.checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    load_optimizer_state,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
 from acs.training.config import Config
 from acs.training.engine import StepContext, run_epoch
 from acs.training.files import append_jsonl, read_jsonl, rewrite_jsonl, write_json
@@ -114,7 +121,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[
     if source is not None:
         state = load_checkpoint(source, map_location=run.device)
         load_model_state(model, state, cfg.model.name, source)
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state, source)
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
