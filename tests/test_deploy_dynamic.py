@@ -1,14 +1,17 @@
 """acs.deploy.to_dynamic: the executor matches the model's eval-mode logits and masks, and executes
 exactly the MACs of the cost model (and of an independent FLOP counter)."""
 import copy
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 from helpers import counted_macs
 
 import acs
-from acs.deploy import to_dynamic
+from acs.deploy import NativeUnavailable, to_dynamic
+from acs.deploy import native as native_kernels
 from acs.deploy.calibrate import keep_bias
 from acs.deploy.fold import conv3x3_kn2row, kn2row_weight
 from acs.gates import ACSGate, AIGGate, DDIGate, FBSGate, Gate, summarize
@@ -17,6 +20,9 @@ from acs.models.resnext import GResNeXt
 from acs.ops import DGConv2d
 
 GATE = {"name": "acs", "width": 8}
+# Both executors: one fused native call per dense layer and ACS gate, and tensor operations only
+# (the fallback where the kernels cannot be built).
+BACKENDS = pytest.mark.parametrize("native", [True, False], ids=["native", "tensor-ops"])
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,10 +106,11 @@ def assert_same(model, executor, x):
     [("densenet40", (20, 20)), ("densenet40", (9, 5)), ("densenet41_acs", (16, 16)),
      ("densenet41_acs", (9, 5)), ("densenet_bc100", (12, 12))],
 )
-def test_gated_densenets_match_the_model(name, size, regime):
+@BACKENDS
+def test_gated_densenets_match_the_model(name, size, regime, native):
     # 9×5 input: the last block runs at 2×1, so top/bottom borders coincide or touch.
     model = randomize(acs.create_model(name, gate=GATE), regime, size=size)
-    executor = to_dynamic(model)
+    executor = to_dynamic(model, native=native)
     out = assert_same(model, executor, inputs(4, size))
     keep = torch.cat(out.masks, 1)
     if regime == "all_on":
@@ -128,26 +135,31 @@ GATES = {
 MODELS = [("densenet40", (9, 7)), ("densenet41_acs", (11, 6))]  # without and with bottleneck (DGConv)
 
 
-@pytest.mark.parametrize(
-    "gate, name, size, regime",
+DESIGN_CASES = (
     [(g, *m, r) for g in ("acs-dense", "ddi", "aig") for m in MODELS for r in ("random", "mostly_off")]
     + [("acs-group", *MODELS[0], "random"), ("acs-group", *MODELS[1], "mostly_off")]
     + [("fbs-0.25", *MODELS[0], "random"), ("fbs-0.5", *MODELS[1], "random"), ("fbs-1", *MODELS[0], "random"),
-       ("fbs-0.5", *MODELS[0], "mostly_off"), ("fbs-0.25", *MODELS[1], "mostly_off")],
-    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v),
+       ("fbs-0.5", *MODELS[0], "mostly_off"), ("fbs-0.25", *MODELS[1], "mostly_off")]
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "gate, name, size, regime, native",
+    [(*case, True) for case in DESIGN_CASES] + [(*case, False) for case in DESIGN_CASES if case[3] == "random"],
+    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else {True: "native", False: "tensor-ops"}.get(v, str(v)),
 )
-def test_every_gate_design_runs_exactly(gate, name, size, regime):
+def test_every_gate_design_runs_exactly(gate, name, size, regime, native):
     model = randomize(acs.create_model(name, gate=GATES[gate]), regime, size=size)
     fbs = [m for m in model.modules() if isinstance(m, FBSGate)]
     saliencies = []
     for m in fbs:
         m.register_forward_hook(lambda module, args, out: saliencies.append(out.scale))
-    executor = to_dynamic(model)
+    executor = to_dynamic(model, native=native)
     assert isinstance(executor.blocks[0], torch.jit.ScriptModule)  # the gate executors script
     x = inputs(6, size)
     out = assert_same(model, executor, x)
     # Counted on the eager twin: the counter makes TorchScript re-specialise, ~20× slower, same ops.
-    assert counted_macs(to_dynamic(model, script=False), x[:1]) == out.macs[0].item()
+    assert counted_macs(to_dynamic(model, script=False, native=native), x[:1]) == out.macs[0].item()
     keep = torch.cat(out.masks, 1)
     varies = sum(bool(m.std(0).amax() > 0) for m in out.masks) / len(out.masks)  # layers deciding per sample
     if fbs:  # exactly ⌈d·k⌉ kept per layer and sample, which ones varying per sample
@@ -163,11 +175,12 @@ def test_every_gate_design_runs_exactly(gate, name, size, regime):
 
 
 @pytest.mark.parametrize("gate", [GATE, GATES["aig"]])
-def test_fixed_group_convs_after_a_bottleneck(gate):
+@BACKENDS
+def test_fixed_group_convs_after_a_bottleneck(gate, native):
     # conv='group': each kept output is computed from its fixed group of the bottleneck's outputs.
     model = randomize(acs.create_model("densenet41_acs", gate=gate, conv="group", groups=4), size=(9, 7))
     x = inputs(3, (9, 7))
-    out = assert_same(model, to_dynamic(model), x)
+    out = assert_same(model, to_dynamic(model, native=native), x)
     assert 0.2 < torch.cat(out.masks, 1).mean() < 0.8
     with pytest.raises(NotImplementedError, match="grouped.*gated"):  # no bottleneck: refused
         to_dynamic(acs.create_model("densenet40", gate=gate, conv="group", groups=4))
@@ -184,18 +197,20 @@ def test_unknown_gates_are_refused_clearly():
 
 
 @pytest.mark.parametrize("sort", [True, False])
-def test_contiguous_and_interleaved_dgconv_groupings(sort):
+@BACKENDS
+def test_contiguous_and_interleaved_dgconv_groupings(sort, native):
     model = randomize(acs.create_model("densenet41_acs", gate=GATE), sort=sort)
-    assert_same(model, to_dynamic(model), inputs(3, (12, 12)))
+    assert_same(model, to_dynamic(model, native=native), inputs(3, (12, 12)))
 
 
 @pytest.mark.parametrize(
     "name, kwargs",
     [("densenet40", {}), ("densenet40", {"conv": "dgconv"}), ("densenet41_acs", {}), ("densenet_bc100", {})],
 )
-def test_ungated_densenets_match_the_model(name, kwargs):
+@BACKENDS
+def test_ungated_densenets_match_the_model(name, kwargs, native):
     model = randomize(acs.create_model(name, gate="none", **kwargs))
-    out = assert_same(model, to_dynamic(model), inputs(2, (10, 10)))
+    out = assert_same(model, to_dynamic(model, native=native), inputs(2, (10, 10)))
     assert out.masks == []
 
 
@@ -217,15 +232,55 @@ def test_g_resnext_matches_the_model(make, size):
 
 @pytest.mark.parametrize("name", ["densenet40", "densenet41_acs", "densenet_bc100"])
 @pytest.mark.parametrize("regime", ["random", "mostly_off"])
-def test_executed_macs_are_what_a_flop_counter_sees(name, regime):
+@BACKENDS
+def test_executed_macs_are_what_a_flop_counter_sees(name, regime, native):
     model = randomize(acs.create_model(name, gate=GATE), regime)
     # The scripted executor reports, its eager twin (the same operations) is counted: under the
     # counter TorchScript re-specialises its graphs, which is ~20× slower.
-    scripted, eager = to_dynamic(model), to_dynamic(model, script=False)
+    scripted, eager = to_dynamic(model, native=native), to_dynamic(model, script=False, native=native)
     for _ in range(2):
         x = inputs(1, (9, 7))
         macs = scripted(x).macs.item()
         assert macs == counted_macs(eager, x) == model(x).macs.item()
+
+
+def test_native_kernels_are_what_runs_and_what_the_counter_sees():
+    model = randomize(acs.create_model("densenet41_acs", gate=GATE), size=(9, 7))
+    x = inputs(1, (9, 7))
+    by_op = {}
+    for native in (True, False):
+        executor, counter = to_dynamic(model, script=False, native=native), FlopCounterMode(display=False)
+        with counter:
+            macs = executor(x).macs.item()
+        by_op[native] = {str(op): flops / 2 for op, flops in counter.get_flop_counts()["Global"].items()}
+        assert sum(by_op[native].values()) == macs == model(x).macs.item()
+    # Fused: every dense layer and ACS gate in one call each (the gates' convs were the baddbmm);
+    # the stem, transitions and classifier stay GEMMs.
+    assert set(by_op[True]) - {"aten.mm", "aten.addmm", "aten.bmm"} == {"acs.dense_layer", "acs.acs_gate"}
+    assert by_op[True]["acs.dense_layer"] > 0 and by_op[True]["acs.acs_gate"] > 0
+    assert "aten.baddbmm" in by_op[False] and not any(op.startswith("acs.") for op in by_op[False])
+
+
+def test_without_native_kernels_the_executor_falls_back_with_one_warning(monkeypatch):
+    import torch.utils.cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension 'acs_native'")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(native_kernels, "_loaded", False)
+    monkeypatch.setattr(native_kernels, "_error", None)
+    monkeypatch.setattr(acs.deploy, "_warned", False)
+    model = randomize(acs.create_model("densenet40", gate=GATE))
+    with pytest.raises(NativeUnavailable, match=r"native kernels are unavailable \(RuntimeError: Error building"):
+        to_dynamic(model, native=True)
+    with pytest.warns(UserWarning, match="unavailable.*tensor operations only"):
+        executor = to_dynamic(model)
+    assert not executor.native
+    assert_same(model, executor, inputs(2, (8, 8)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per process, not per executor
+        to_dynamic(model)
 
 
 @pytest.mark.parametrize("gate", [GATE, GATES["fbs-0.5"]])

@@ -6,15 +6,20 @@ MACs it actually executed per sample.
 """
 from __future__ import annotations
 
+import warnings
+from typing import Optional
+
 from torch import nn
 
+from acs.deploy import native
 from acs.deploy.dynamic import DynamicDenseNet
+from acs.deploy.native import NativeUnavailable
 from acs.deploy.resnext import DynamicResNeXt
 from acs.models.densenet import DenseNet
 from acs.models.resnext import GResNeXt
 
 
-def to_dynamic(model: nn.Module, script: bool = True) -> nn.Module:
+def to_dynamic(model: nn.Module, script: bool = True, native: Optional[bool] = None) -> nn.Module:
     """The deployment executor of ``model`` (a :class:`DenseNet` or :class:`GResNeXt`).
 
     Uses the model's eval-mode behaviour (BatchNorm running statistics) whatever its mode, and
@@ -23,14 +28,37 @@ def to_dynamic(model: nn.Module, script: bool = True) -> nn.Module:
     (``acs``, ``ddi``, ``aig``, ``fbs``; see :mod:`acs.deploy.gates`). Raises NotImplementedError
     for structures it cannot execute exactly (a gate class without executor, a grouped 3×3 conv
     reading gated inputs without a bottleneck).
+
+    ``native`` (DenseNets on CPU): each dense layer and ACS gate as one call of a compiled kernel
+    (:mod:`acs.deploy.native`; several times less overhead at batch 1, same results). ``None``
+    uses it where it builds and warns once where it does not; ``True`` raises NativeUnavailable
+    there; ``False`` runs tensor operations only.
     """
     if isinstance(model, DenseNet):
         device = model.stem.weight.device
-        executor = DynamicDenseNet(model).to(device).eval()
+        if native and device.type != "cpu":
+            raise ValueError(f"the native kernels run on CPU; the model is on {device}")
+        if native is None:
+            native = device.type == "cpu" and _native_or_warn()
+        executor = DynamicDenseNet(model, native).to(device).eval()
         return executor.script() if script else executor
     if isinstance(model, GResNeXt):
         return DynamicResNeXt(model).to(model.conv1.weight.device).eval()
     raise TypeError(f"to_dynamic supports DenseNet and GResNeXt models, got {type(model).__name__}")
 
 
-__all__ = ["DynamicDenseNet", "DynamicResNeXt", "to_dynamic"]
+def _native_or_warn() -> bool:
+    global _warned
+    try:
+        native.load()
+    except native.NativeUnavailable as error:
+        if not _warned:
+            warnings.warn(f"{error}; the executor runs tensor operations only (slower at batch 1)")
+            _warned = True
+        return False
+    return True
+
+
+_warned = False
+
+__all__ = ["DynamicDenseNet", "DynamicResNeXt", "NativeUnavailable", "to_dynamic"]

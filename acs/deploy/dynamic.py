@@ -41,6 +41,7 @@ from acs.deploy.fold import (
     stacked_rows,
 )
 from acs.deploy.gates import gate_executor, summarize
+from acs.deploy.native import load as load_native
 from acs.gates.base import SUMMARIES
 from acs.models.base import Output
 from acs.models.densenet import DenseLayer, DenseNet, Transition
@@ -83,13 +84,15 @@ class _DenseLayerExec(nn.Module):
     bottleneck: each kept output with its group's inputs, ``groups = kept``), ``grouped`` (ungated
     model: the materialised grouped conv, every output). All run as GEMM + col2im (kn2row)."""
 
+    fused = False  # the native subclass runs every 3×3 conv dense or stacked
+
     def __init__(self, layer: DenseLayer, gated_model: bool) -> None:
         super().__init__()
         conv2 = layer.conv2
         if tuple(conv2.kernel_size) != (3, 3) or tuple(conv2.stride) != (1, 1) or tuple(conv2.padding) != (1, 1):
             raise NotImplementedError("deployment expects the dense layer's 3×3 conv with stride 1, padding 1")
         self.in_channels, self.growth = layer.norm1.num_features, conv2.out_channels
-        self.gate = gate_executor(layer.gate) if layer.gate is not None else None
+        self.gate = gate_executor(layer.gate, self.fused) if layer.gate is not None else None
         self.summary = 0  # what the block's summary buffer holds: index in SUMMARIES (0, the input: no buffer)
         self.register_buffer("ones_in", torch.ones(self.in_channels, dtype=torch.bool))
         self.register_buffer("ones_new", torch.ones(self.growth, dtype=torch.bool))
@@ -111,7 +114,7 @@ class _DenseLayerExec(nn.Module):
                 # What a dead input adds to each GEMM row (output, kernel position); col2im then
                 # sums exactly the in-bounds kernel positions: conv(ones·v_c, W[:, c]), borders included.
                 table = w2 * value[:, None, None]
-        elif not gated_model:
+        elif not gated_model and not self.fused:
             self.mode, in_order = "grouped", g.in_order
             w2 = kn2row_weight(g.weight).view(g.groups, -1, g.weight.shape[1])
             if in_order is not None and w1 is not None:
@@ -119,7 +122,7 @@ class _DenseLayerExec(nn.Module):
                 w1, b1, c1, in_order = w1[in_order], b1[in_order], c1[:, in_order], None
             if g.out_pos is not None:
                 out_perm = torch.argsort(g.out_pos)
-        elif self.bottleneck:
+        elif self.bottleneck or not gated_model:
             self.mode = "stack"
             in_idx, weight = stacked_rows(conv2)
             w2 = kn2row_weight(weight)  # (growth, 9, in/groups): one group per output
@@ -141,6 +144,25 @@ class _DenseLayerExec(nn.Module):
         ]:
             self.register_buffer(name, None if value_ is None else value_.contiguous())
 
+    def decide(
+        self,
+        summary: Optional[Tensor],
+        n: int,
+        height: int,
+        width: int,
+        alive: Optional[Tensor],
+        live: Optional[Tensor],
+        plans: List[Tensor],
+    ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], int]:
+        """The gate's decision on this layer's outputs: the liveness of every channel after the
+        layer, the keep-mask and the factor on the kept outputs (None where there is no gate, or no
+        factor) and the gate's MACs."""
+        if self.gate is None:
+            return (None if alive is None else torch.cat([alive, self.ones_new])), None, None, 0
+        assert summary is not None
+        keep, scale, macs = self.gate(summary[:n], (height + 1) // 2, (width + 1) // 2, live, plans)
+        return torch.cat([self.ones_in if alive is None else alive, keep]), keep, scale, macs
+
     def forward(
         self,
         feat: Tensor,
@@ -154,24 +176,16 @@ class _DenseLayerExec(nn.Module):
         """Reads the ``n`` live channels in ``feat`` (and ``summary``, what the gates read of them),
         appends this layer's kept outputs to both; returns the new live count, the liveness of
         every channel so far, the keep-mask and the MACs."""
-        x = feat[:n]
         live, dead = _split(alive, self.in_channels)
-        macs = 0
-        keep: Optional[Tensor] = None
+        alive, keep, scale, macs = self.decide(summary, n, height, width, alive, live, plans)
         active: Optional[Tensor] = None
-        scale: Optional[Tensor] = None
-        if self.gate is not None:
-            assert summary is not None
-            keep, scale, macs = self.gate(summary[:n], (height + 1) // 2, (width + 1) // 2, live, plans)
-            alive = torch.cat([self.ones_in if alive is None else alive, keep])
+        if keep is not None:
             kept = keep.nonzero().view(-1)
             if kept.shape[0] == 0:
                 return n, alive, keep, macs  # nothing kept: no BN, no bottleneck, no conv
             if kept.shape[0] < self.growth:
                 active = kept
-        elif alive is not None:
-            alive = torch.cat([alive, self.ones_new])
-        h = _bn_relu(x, self.bn1, self.unit, live)
+        h = _bn_relu(feat[:n], self.bn1, self.unit, live)
         if self.w1 is not None:
             w1, b1 = self.w1, self.b1
             if live is not None and dead is not None:
@@ -212,6 +226,48 @@ class _DenseLayerExec(nn.Module):
             value = summarize(out, self.summary, height, width)
             summary[n : n + k].view(value.shape).copy_(value)
         return n + k, alive, keep, macs + m
+
+
+class _NativeDenseLayerExec(_DenseLayerExec):
+    """The same layer as one fused call after the gate (``torch.ops.acs.dense_layer``, see
+    :mod:`acs.deploy.native`): BN-ReLU, bottleneck, the gathers of live inputs and kept outputs,
+    the dead-channel fold, GEMM, col2im and the summary update. It runs dense and stacked 3×3 convs,
+    so the grouped conv of an ungated model runs stacked (the same MACs); an ACS gate is fused too."""
+
+    fused = True
+
+    def forward(
+        self,
+        feat: Tensor,
+        summary: Optional[Tensor],
+        n: int,
+        height: int,
+        width: int,
+        alive: Optional[Tensor],
+        plans: List[Tensor],
+    ) -> Tuple[int, Optional[Tensor], Optional[Tensor], int]:
+        live, dead = _split(alive, self.in_channels)
+        alive, keep, scale, macs = self.decide(summary, n, height, width, alive, live, plans)
+        n, m = torch.ops.acs.dense_layer(
+            feat,
+            feat if summary is None else summary,  # not read without summary (kind 0)
+            n,
+            self.summary if summary is not None else 0,
+            height,
+            width,
+            live,
+            dead,
+            keep,
+            scale,
+            self.bn1,
+            self.w1,
+            self.b1,
+            self.c1,
+            self.w2,
+            self.table,
+            self.in_idx,
+        )
+        return n, alive, keep, macs + m
 
 
 class _TransitionExec(nn.Module):
@@ -283,9 +339,10 @@ class _BlockExec(nn.Module):
     accumulate in one buffer per block (and, for the gates, a second one with what they read of
     them), so that each layer writes only its new outputs instead of concatenating all features again."""
 
-    def __init__(self, layers: nn.ModuleList, transition: Optional[Transition], gated: bool) -> None:
+    def __init__(self, layers: nn.ModuleList, transition: Optional[Transition], gated: bool, native: bool) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(_DenseLayerExec(layer, gated) for layer in layers)
+        layer_exec = _NativeDenseLayerExec if native else _DenseLayerExec
+        self.layers = nn.ModuleList(layer_exec(layer, gated) for layer in layers)
         self.transition = _TransitionExec(transition) if transition is not None else None
         last = self.layers[-1]
         self.channels = last.in_channels + last.growth
@@ -325,10 +382,14 @@ class _BlockExec(nn.Module):
 
 class DynamicDenseNet(nn.Module):
     """Executor of a (gated or plain) :class:`DenseNet`; see the module docstring. Built by
-    :func:`acs.deploy.to_dynamic`."""
+    :func:`acs.deploy.to_dynamic`. ``native`` runs each dense layer and ACS gate as one fused call
+    (CPU only; see :mod:`acs.deploy.native`, which raises NativeUnavailable where it cannot build)."""
 
-    def __init__(self, model: DenseNet) -> None:
+    def __init__(self, model: DenseNet, native: bool = False) -> None:
         super().__init__()
+        if native:
+            load_native()
+        self.native = native
         stem = model.stem
         if (
             len(set(stem.kernel_size)) > 1
@@ -342,7 +403,7 @@ class DynamicDenseNet(nn.Module):
         self.stem_kernel, self.stem_stride, self.stem_padding = stem.kernel_size[0], stem.stride[0], stem.padding[0]
         gated = any(layer.gate is not None for block in model.blocks for layer in block)
         transitions = list(model.transitions) + [None] * (len(model.blocks) - len(model.transitions))
-        self.blocks = nn.ModuleList(_BlockExec(b, t, gated) for b, t in zip(model.blocks, transitions))
+        self.blocks = nn.ModuleList(_BlockExec(b, t, gated, native) for b, t in zip(model.blocks, transitions))
         self.head = _HeadExec(model.norm, model.fc)
         gates = [layer.gate for block in self.blocks for layer in block.layers if layer.gate is not None]
         self.mask_sizes = [gate.out_channels for gate in gates]

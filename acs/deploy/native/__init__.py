@@ -1,0 +1,86 @@
+"""The DenseNet executor's fused CPU kernels (``executor.cpp``): one call per dense layer
+(``torch.ops.acs.dense_layer``) and per ACS gate (``torch.ops.acs.acs_gate``) instead of a few
+dozen small tensor operations, whose per-call overhead dominates at batch 1.
+
+Compiled on first use with the C++ compiler that :mod:`torch.utils.cpp_extension` finds (about
+15 s), then cached in its build folder (``TORCH_EXTENSIONS_DIR``, by default under
+``~/.cache/torch_extensions``) and reused while the source is unchanged. :func:`load` registers
+the operators' FLOP formulas with :mod:`torch.utils.flop_counter`, computed from the operands
+(live inputs, kept outputs, weight shapes) as ``aten.mm``'s is from its shapes, so that a FLOP
+counter run on the executor still sees every multiply-accumulate it executes.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.flop_counter import register_flop_formula
+
+_SOURCE = Path(__file__).with_name("executor.cpp")
+_error: Optional[str] = None  # why the build failed, once it has
+_loaded = False
+
+
+class NativeUnavailable(RuntimeError):
+    """The fused kernels could not be built or loaded here (no C++ compiler, a failed build)."""
+
+
+def load() -> None:
+    """Builds (once per machine and source) and loads the kernels; raises NativeUnavailable, with
+    the reason, where that fails. Cheap after the first call."""
+    global _error, _loaded
+    if _loaded:
+        return
+    if _error is None:
+        try:
+            # cpp_extension warns at import that it finds no CUDA, which is irrelevant to a CPU build.
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+            from torch.utils.cpp_extension import load as build
+
+            build(name="acs_native", sources=[str(_SOURCE)], extra_cflags=["-O3"], is_python_module=False)
+        except Exception as error:  # a missing compiler or a failed build: the reason, kept for every caller
+            _error = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
+        else:
+            _register_flop_formulas()
+            _loaded = True
+            return
+    raise NativeUnavailable(f"the executor's native kernels are unavailable ({_error})")
+
+
+def available() -> bool:
+    """Whether the kernels load here (building them if needed)."""
+    try:
+        load()
+    except NativeUnavailable:
+        return False
+    return True
+
+
+def _register_flop_formulas() -> None:
+    @register_flop_formula(torch.ops.acs.dense_layer, get_raw=True)
+    def dense_layer_flops(feat, summary, n, kind, height, width, live, dead, keep, factor, bn, w1, b1, c1, w2,
+                          table, in_idx, out_val=None, **kwargs) -> int:  # fmt: skip
+        growth = w2.shape[0] if in_idx is not None else w2.shape[1]
+        kept = growth if keep is None else int(keep.sum())
+        if kept == 0:
+            return 0
+        pixels, inputs, macs = height * width, n, 0
+        if w1 is not None:  # the 1×1 bottleneck over the live inputs
+            inputs = w1.shape[1]
+            macs += n * inputs * pixels
+        per_output = in_idx.shape[1] if in_idx is not None else inputs
+        return 2 * (macs + kept * 9 * per_output * pixels)
+
+    @register_flop_formula(torch.ops.acs.acs_gate, get_raw=True)
+    def acs_gate_flops(xs, rows, cols, live, reduce, wa, ba, mid, wb, wh, bh, ka, sa, pa, kb, sb, pb,
+                       out_val=None, **kwargs) -> int:  # fmt: skip
+        macs = xs.shape[0] * reduce.shape[1] * rows * cols
+        rows, cols = (rows + 2 * pa - ka) // sa + 1, (cols + 2 * pa - ka) // sa + 1
+        macs += wa.numel() * rows * cols
+        rows, cols = (rows + 2 * pb - kb) // sb + 1, (cols + 2 * pb - kb) // sb + 1
+        return 2 * (macs + wb.numel() * rows * cols + wh.numel())
+
+
+__all__ = ["NativeUnavailable", "available", "load"]

@@ -1,0 +1,299 @@
+// Fused per-sample kernels of the DenseNet executor (acs/deploy/dynamic.py), registered as the
+// operators torch.ops.acs.dense_layer and torch.ops.acs.acs_gate.
+//
+// At batch 1 a gated layer is a few dozen small tensor operations (gathers of the live rows of the
+// weights, BN-ReLU, the dead-channel fold, GEMM, col2im, the summary update), and their per-call
+// overhead costs more than their arithmetic. Here each layer and each ACS gate is one call: the
+// gathers, BN-ReLU, the fold and col2im are plain loops, and only the GEMMs go through ATen (MKL).
+// The arithmetic is exactly the Python executor's; acs/deploy/native/__init__.py registers the
+// operators' FLOP formulas so that torch.utils.flop_counter counts them.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+// The entries of a long index tensor, or 0..count-1 where there is none.
+std::vector<int64_t> indices(const OptTensor& index, int64_t count) {
+  std::vector<int64_t> out;
+  if (!index.has_value()) {
+    out.resize(count);
+    for (int64_t i = 0; i < count; ++i) out[i] = i;
+    return out;
+  }
+  Tensor t = index->contiguous();
+  TORCH_CHECK(t.scalar_type() == at::kLong, "index tensors must be int64");
+  const int64_t* p = t.data_ptr<int64_t>();
+  out.assign(p, p + t.numel());
+  return out;
+}
+
+// Positions of the true entries of a bool mask, or 0..count-1 where there is none.
+std::vector<int64_t> true_positions(const OptTensor& mask, int64_t count) {
+  std::vector<int64_t> out;
+  if (!mask.has_value()) return indices(std::nullopt, count);
+  Tensor t = mask->contiguous();
+  TORCH_CHECK(t.scalar_type() == at::kBool, "keep masks must be bool");
+  const bool* p = t.data_ptr<bool>();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (p[i]) out.push_back(i);
+  return out;
+}
+
+void check_float(const Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.device().is_cpu(), name,
+              " must be a contiguous float32 CPU tensor");
+}
+
+// out[i] = relu(x[i]·scale[c_i] + shift[c_i]) for rows x[i] of channel c_i = channel[i].
+void bn_relu(const float* x, int64_t rows, int64_t hw, const float* scale, const float* shift,
+             const std::vector<int64_t>& channel, float* out) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float a = scale[channel[i]], b = shift[channel[i]];
+    const float* src = x + i * hw;
+    float* dst = out + i * hw;
+    for (int64_t p = 0; p < hw; ++p) dst[p] = std::max(src[p] * a + b, 0.0f);
+  }
+}
+
+// col2im of one output channel of a stride-1, zero-padded 3×3 conv: z holds its 9 GEMM rows
+// (H·W each, flipped kernel positions as kn2row_weight orders them); row t adds to the pixels its
+// kernel position reaches inside the image, plus constant[t] there (the dead inputs' fold).
+void shifted_sum(const float* z, const float* constant, int64_t height, int64_t width, float* out) {
+  std::fill(out, out + height * width, 0.0f);
+  for (int64_t ki = 0; ki < 3; ++ki) {
+    for (int64_t kj = 0; kj < 3; ++kj) {
+      const float* row = z + (ki * 3 + kj) * height * width;
+      const float c = constant ? constant[ki * 3 + kj] : 0.0f;
+      const int64_t dy = 1 - ki, dx = 1 - kj;  // output (y, x) reads GEMM column (y + dy, x + dx)
+      const int64_t y0 = std::max<int64_t>(0, -dy), y1 = std::min(height, height - dy);
+      const int64_t x0 = std::max<int64_t>(0, -dx), x1 = std::min(width, width - dx);
+      for (int64_t y = y0; y < y1; ++y) {
+        const float* src = row + (y + dy) * width + dx;
+        float* dst = out + y * width;
+        for (int64_t x = x0; x < x1; ++x) dst[x] += src[x] + c;
+      }
+    }
+  }
+}
+
+// What the gates read of a channel (acs.gates.base.SUMMARIES): 1, every other pixel; 2, the mean;
+// 3, the mean of absolute values.
+void summarize(const float* x, int64_t kind, int64_t height, int64_t width, float* out) {
+  const int64_t hw = height * width;
+  if (kind == 1) {
+    const int64_t cols = (width + 1) / 2;
+    for (int64_t y = 0; y < height; y += 2)
+      for (int64_t j = 0; j < width; j += 2) out[(y / 2) * cols + j / 2] = x[y * width + j];
+    return;
+  }
+  float sum = 0.0f;
+  for (int64_t p = 0; p < hw; ++p) sum += kind == 2 ? x[p] : std::abs(x[p]);
+  out[0] = sum / static_cast<float>(hw);
+}
+
+// One dense layer of one sample, appended in place: reads the n live channels in feat's first
+// rows (channel live[i] in row i; dead = the skipped ones, folded as constants), computes the
+// kept outputs (keep, or all) and writes them to feat[n:] (times factor, if any) and what the
+// gates read of them to summary[n:]. The 3×3 conv is "dense" (w2: inputs × growth × 9, every
+// input feeds every output; table: what a dead input adds per output and kernel position) or,
+// with in_idx, "stacked" (each output with its own group's inputs: in_idx growth × P, w2 growth
+// × 9 × P). An optional bottleneck (w1 inputs × B with BN folded in, b1, c1 the dead inputs'
+// fold) sits before it. Returns (live channels after the layer, MACs executed).
+std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n, int64_t summary_kind,
+                                         int64_t height, int64_t width, const OptTensor& live,
+                                         const OptTensor& dead, const OptTensor& keep, const OptTensor& factor,
+                                         const Tensor& bn, const OptTensor& w1, const OptTensor& b1,
+                                         const OptTensor& c1, const Tensor& w2, const OptTensor& table,
+                                         const OptTensor& in_idx) {
+  check_float(feat, "feat");
+  check_float(bn, "bn");
+  check_float(w2, "w2");
+  const int64_t hw = height * width, growth = in_idx.has_value() ? w2.size(0) : w2.size(1);
+  TORCH_CHECK(feat.dim() == 2 && feat.size(1) == hw, "feat must be channels × H·W");
+  const std::vector<int64_t> kept = true_positions(keep, growth);
+  const int64_t k = static_cast<int64_t>(kept.size());
+  TORCH_CHECK(n + k <= feat.size(0), "feat has no room for the layer's outputs");
+  if (k == 0) return {n, 0};
+  const std::vector<int64_t> channel = indices(live, n);
+  TORCH_CHECK(static_cast<int64_t>(channel.size()) == n, "live lists ", channel.size(), " channels, feat holds ", n);
+  const std::vector<int64_t> skipped = dead.has_value() ? indices(dead, 0) : std::vector<int64_t>();
+  for (const OptTensor* t : {&w1, &b1, &c1, &table, &factor})
+    if (t->has_value()) check_float(**t, "layer buffers");
+  const auto opts = feat.options();
+  int64_t macs = 0;
+
+  Tensor h = at::empty({n, hw}, opts);
+  bn_relu(feat.data_ptr<float>(), n, hw, bn.data_ptr<float>(), bn.data_ptr<float>() + bn.size(1), channel,
+          h.data_ptr<float>());
+  if (w1.has_value()) {  // the 1×1 bottleneck: live rows of w1, dead inputs as a bias
+    check_float(*w1, "w1");
+    const int64_t width1 = w1->size(1);
+    Tensor rows = at::empty({n, width1}, opts), bias = b1->reshape({width1, 1}).clone();
+    for (int64_t i = 0; i < n; ++i)
+      std::memcpy(rows.data_ptr<float>() + i * width1, w1->data_ptr<float>() + channel[i] * width1,
+                  width1 * sizeof(float));
+    float* b = bias.data_ptr<float>();
+    for (int64_t d : skipped) {
+      const float* c = c1->data_ptr<float>() + d * width1;
+      for (int64_t j = 0; j < width1; ++j) b[j] += c[j];
+    }
+    h = at::addmm(bias, rows.t(), h).relu_();
+    macs += n * width1 * hw;
+  }
+
+  Tensor z;  // (k, 9, H·W): each kept output's 9 GEMM rows
+  std::vector<float> constant;  // (k, 9): the dead inputs' fold, dense conv on the layer input only
+  const float* w = w2.data_ptr<float>();
+  if (in_idx.has_value()) {
+    const int64_t per_out = in_idx->size(1);
+    const int64_t* index = in_idx->data_ptr<int64_t>();
+    Tensor rows = at::empty({k, 9, per_out}, opts), inputs = at::empty({k, per_out, hw}, opts);
+    const float* src = h.data_ptr<float>();
+    for (int64_t o = 0; o < k; ++o) {
+      std::memcpy(rows.data_ptr<float>() + o * 9 * per_out, w + kept[o] * 9 * per_out, 9 * per_out * sizeof(float));
+      for (int64_t p = 0; p < per_out; ++p)
+        std::memcpy(inputs.data_ptr<float>() + (o * per_out + p) * hw, src + index[kept[o] * per_out + p] * hw,
+                    hw * sizeof(float));
+    }
+    z = at::bmm(rows, inputs);
+    macs += k * 9 * per_out * hw;
+  } else {
+    // h's rows are the live layer inputs (channel[i]) or, after a bottleneck, all its outputs.
+    const int64_t inputs = h.size(0);
+    Tensor rows = at::empty({inputs, k * 9}, opts);  // rows.t() is the GEMM's (k·9) × inputs weight
+    float* r = rows.data_ptr<float>();
+    for (int64_t i = 0; i < inputs; ++i) {
+      const float* src = w + (w1.has_value() ? i : channel[i]) * growth * 9;
+      for (int64_t o = 0; o < k; ++o) std::memcpy(r + (i * k + o) * 9, src + kept[o] * 9, 9 * sizeof(float));
+    }
+    z = at::mm(rows.t(), h);
+    macs += inputs * k * 9 * hw;
+    if (table.has_value() && !skipped.empty()) {
+      constant.assign(k * 9, 0.0f);
+      for (int64_t d : skipped) {
+        const float* t = table->data_ptr<float>() + d * growth * 9;
+        for (int64_t o = 0; o < k; ++o)
+          for (int64_t j = 0; j < 9; ++j) constant[o * 9 + j] += t[kept[o] * 9 + j];
+      }
+    }
+  }
+
+  const float* zp = z.data_ptr<float>();
+  float* out = feat.data_ptr<float>() + n * hw;
+  const float* scale = factor.has_value() ? factor->data_ptr<float>() : nullptr;
+  const int64_t per_summary = summary_kind == 1 ? ((height + 1) / 2) * ((width + 1) / 2) : 1;
+  for (int64_t o = 0; o < k; ++o) {
+    float* dst = out + o * hw;
+    shifted_sum(zp + o * 9 * hw, constant.empty() ? nullptr : constant.data() + o * 9, height, width, dst);
+    if (scale) {
+      const float s = scale[kept[o]];
+      for (int64_t p = 0; p < hw; ++p) dst[p] *= s;
+    }
+    if (summary_kind > 0) summarize(dst, summary_kind, height, width, summary.data_ptr<float>() + (n + o) * per_summary);
+  }
+  return {n + k, macs};
+}
+
+// im2col for a grouped k×k conv: (groups, C/groups·k·k, H_out·W_out), rows ordered (channel,
+// kernel row, kernel column) as the weight's flattening, zeros outside the image. Patch channel c
+// reads source row order[c] (a permutation between two groupings; identity without), so that the
+// permutation needs no pass of its own.
+Tensor im2col(const Tensor& x, int64_t channels, int64_t height, int64_t width, int64_t groups, int64_t kernel,
+              int64_t stride, int64_t padding, const OptTensor& order) {
+  const int64_t out_h = (height + 2 * padding - kernel) / stride + 1, out_w = (width + 2 * padding - kernel) / stride + 1;
+  Tensor patches = at::zeros({groups, channels / groups * kernel * kernel, out_h * out_w}, x.options());
+  const std::vector<int64_t> source = indices(order, channels);
+  const float* src = x.data_ptr<float>();
+  float* dst = patches.data_ptr<float>();
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* plane = src + source[c] * height * width;
+    for (int64_t ki = 0; ki < kernel; ++ki)
+      for (int64_t kj = 0; kj < kernel; ++kj) {
+        float* row = dst + ((c * kernel + ki) * kernel + kj) * out_h * out_w;
+        // Output columns ox whose input column ox·stride − padding + kj lies inside the image.
+        const int64_t x0 = std::max<int64_t>(0, (padding - kj + stride - 1) / stride);
+        const int64_t last = width - 1 + padding - kj;  // floor(last / stride) + 1 columns at most
+        const int64_t x1 = last < 0 ? 0 : std::min(out_w, last / stride + 1);
+        for (int64_t oy = 0; oy < out_h; ++oy) {
+          const int64_t y = oy * stride - padding + ki;
+          if (y < 0 || y >= height) continue;
+          const float* in = plane + y * width - padding + kj;
+          float* out = row + oy * out_w;
+          if (stride == 1)
+            std::memcpy(out + x0, in + x0, (x1 - x0) * sizeof(float));
+          else
+            for (int64_t ox = x0; ox < x1; ++ox) out[ox] = in[ox * stride];
+        }
+      }
+  }
+  return patches;
+}
+
+// The ACS gate of one sample (acs.deploy.gates.ACSGateExec, whose buffers these are): 1×1 reduce
+// of the live summary rows xs (n × rows·cols), grouped 3×3 conv_a (BN folded in) and ReLU, the
+// permutation mid between the groupings, grouped 3×3 conv_b, global pool, linear head; keep where
+// sigmoid > 0.5. Returns (bool keep-mask, MACs executed).
+std::tuple<Tensor, int64_t> acs_gate(const Tensor& xs, int64_t rows, int64_t cols, const OptTensor& live,
+                                     const Tensor& reduce, const Tensor& wa, const Tensor& ba, const OptTensor& mid,
+                                     const Tensor& wb, const Tensor& wh, const Tensor& bh, int64_t ka, int64_t sa,
+                                     int64_t pa, int64_t kb, int64_t sb, int64_t pb) {
+  for (const Tensor* t : {&reduce, &wa, &ba, &wb, &wh, &bh}) check_float(*t, "gate buffers");
+  Tensor x = xs.contiguous();
+  const int64_t n = x.size(0), width = reduce.size(1), outputs = wh.size(0);
+  const std::vector<int64_t> channel = indices(live, n);
+  Tensor w = at::empty({n, width}, x.options());
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(w.data_ptr<float>() + i * width, reduce.data_ptr<float>() + channel[i] * width, width * sizeof(float));
+  int64_t macs = n * width * rows * cols;
+  Tensor h = at::mm(w.t(), x);
+  const int64_t ha = (rows + 2 * pa - ka) / sa + 1, wa_ = (cols + 2 * pa - ka) / sa + 1;
+  h = at::baddbmm(ba, wa, im2col(h, width, rows, cols, wa.size(0), ka, sa, pa, std::nullopt));
+  macs += wa.numel() * ha * wa_;
+  float* a = h.data_ptr<float>();
+  for (int64_t i = 0; i < h.numel(); ++i) a[i] = std::max(a[i], 0.0f);
+  const int64_t hb = (ha + 2 * pb - kb) / sb + 1, wb_ = (wa_ + 2 * pb - kb) / sb + 1;
+  h = at::bmm(wb, im2col(h, width, ha, wa_, wb.size(0), kb, sb, pb, mid));
+  macs += wb.numel() * hb * wb_ + wh.numel();
+  // Global pool, head and threshold on a few dozen numbers: loops, not tensor calls.
+  std::vector<float> pooled(width, 0.0f);
+  const float* hp = h.data_ptr<float>();
+  for (int64_t c = 0; c < width; ++c) {
+    for (int64_t p = 0; p < hb * wb_; ++p) pooled[c] += hp[c * hb * wb_ + p];
+    pooled[c] /= static_cast<float>(hb * wb_);
+  }
+  Tensor keep = at::empty({outputs}, x.options().dtype(at::kBool));
+  const float* head = wh.data_ptr<float>();
+  for (int64_t j = 0; j < outputs; ++j) {
+    float z = bh.data_ptr<float>()[j];
+    for (int64_t c = 0; c < width; ++c) z += head[j * width + c] * pooled[c];
+    keep.data_ptr<bool>()[j] = 1.0f / (1.0f + std::exp(-z)) > 0.5f;  // the model's sigmoid > 0.5, not z > 0
+  }
+  return {keep, macs};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(acs, m) {
+  m.def(
+      "dense_layer(Tensor(a!) feat, Tensor(b!) summary, int n, int summary_kind, int height, int width, "
+      "Tensor? live, Tensor? dead, Tensor? keep, Tensor? factor, Tensor bn, Tensor? w1, Tensor? b1, "
+      "Tensor? c1, Tensor w2, Tensor? table, Tensor? in_idx) -> (int, int)");
+  m.def(
+      "acs_gate(Tensor xs, int rows, int cols, Tensor? live, Tensor reduce, Tensor wa, Tensor ba, Tensor? mid, "
+      "Tensor wb, Tensor wh, Tensor bh, int ka, int sa, int pa, int kb, int sb, int pb) -> (Tensor, int)");
+}
+
+TORCH_LIBRARY_IMPL(acs, CPU, m) {
+  m.impl("dense_layer", &dense_layer);
+  m.impl("acs_gate", &acs_gate);
+}
