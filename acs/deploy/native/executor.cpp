@@ -17,6 +17,15 @@
 #include <tuple>
 #include <vector>
 
+// The elementwise loops (BN-ReLU, col2im, im2col) are compiled twice on x86-64, for AVX2 and for
+// the baseline, and the loader picks per CPU: the build may be cached in a home folder that
+// machines of other CPU generations share, where -march=native would crash.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ACS_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ACS_VECTOR_CLONES
+#endif
+
 namespace {
 
 using at::Tensor;
@@ -55,7 +64,7 @@ void check_float(const Tensor& t, const char* name) {
 }
 
 // out[i] = relu(x[i]·scale[c_i] + shift[c_i]) for rows x[i] of channel c_i = channel[i].
-void bn_relu(const float* x, int64_t rows, int64_t hw, const float* scale, const float* shift,
+ACS_VECTOR_CLONES void bn_relu(const float* x, int64_t rows, int64_t hw, const float* scale, const float* shift,
              const std::vector<int64_t>& channel, float* out) {
   for (int64_t i = 0; i < rows; ++i) {
     const float a = scale[channel[i]], b = shift[channel[i]];
@@ -68,7 +77,7 @@ void bn_relu(const float* x, int64_t rows, int64_t hw, const float* scale, const
 // col2im of one output channel of a stride-1, zero-padded 3×3 conv: z holds its 9 GEMM rows
 // (H·W each, flipped kernel positions as kn2row_weight orders them); row t adds to the pixels its
 // kernel position reaches inside the image, plus constant[t] there (the dead inputs' fold).
-void shifted_sum(const float* z, const float* constant, int64_t height, int64_t width, float* out) {
+ACS_VECTOR_CLONES void shifted_sum(const float* z, const float* constant, int64_t height, int64_t width, float* out) {
   std::fill(out, out + height * width, 0.0f);
   for (int64_t ki = 0; ki < 3; ++ki) {
     for (int64_t kj = 0; kj < 3; ++kj) {
@@ -208,7 +217,7 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n,
 // kernel row, kernel column) as the weight's flattening, zeros outside the image. Patch channel c
 // reads source row order[c] (a permutation between two groupings; identity without), so that the
 // permutation needs no pass of its own.
-Tensor im2col(const Tensor& x, int64_t channels, int64_t height, int64_t width, int64_t groups, int64_t kernel,
+ACS_VECTOR_CLONES Tensor im2col(const Tensor& x, int64_t channels, int64_t height, int64_t width, int64_t groups, int64_t kernel,
               int64_t stride, int64_t padding, const OptTensor& order) {
   const int64_t out_h = (height + 2 * padding - kernel) / stride + 1, out_w = (width + 2 * padding - kernel) / stride + 1;
   Tensor patches = at::zeros({groups, channels / groups * kernel * kernel, out_h * out_w}, x.options());
