@@ -14,6 +14,10 @@ addmm only, so an op-level FLOP counter sees exactly the executed convolutions.
 
 Weights whose input channels get sliced per sample are stored input-major (rows = input
 channels), because gathering whole rows is the cheapest slice.
+
+With ``native`` (CPU), each layer after its gate, and each ACS gate, is one call of a compiled
+kernel over these same buffers (:class:`_NativeDenseLayerExec`, :mod:`acs.deploy.native`); the
+tensor-operation path stays for other devices and machines where the kernels cannot be built.
 """
 
 from __future__ import annotations
