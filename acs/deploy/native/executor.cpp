@@ -5,8 +5,8 @@
 // weights, BN-ReLU, the dead-channel fold, GEMM, col2im, the summary update), and their per-call
 // overhead costs more than their arithmetic. Here each layer and each ACS gate is one call: the
 // gathers, BN-ReLU, the fold and col2im are plain loops, and only the GEMMs go through ATen (MKL).
-// The arithmetic is exactly the Python executor's; acs/deploy/native/__init__.py registers the
-// operators' FLOP formulas so that torch.utils.flop_counter counts them.
+// They execute the same multiply-accumulates as the tensor-operation path; acs/deploy/native/
+// __init__.py registers their FLOP formulas so that torch.utils.flop_counter counts them.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -64,8 +64,8 @@ void check_float(const Tensor& t, const char* name) {
 }
 
 // out[i] = relu(x[i]·scale[c_i] + shift[c_i]) for rows x[i] of channel c_i = channel[i].
-ACS_VECTOR_CLONES void bn_relu(const float* x, int64_t rows, int64_t hw, const float* scale, const float* shift,
-             const std::vector<int64_t>& channel, float* out) {
+ACS_VECTOR_CLONES void bn_relu(const float* x, int64_t rows, int64_t hw, const float* scale,
+                               const float* shift, const std::vector<int64_t>& channel, float* out) {
   for (int64_t i = 0; i < rows; ++i) {
     const float a = scale[channel[i]], b = shift[channel[i]];
     const float* src = x + i * hw;
@@ -77,7 +77,8 @@ ACS_VECTOR_CLONES void bn_relu(const float* x, int64_t rows, int64_t hw, const f
 // col2im of one output channel of a stride-1, zero-padded 3×3 conv: z holds its 9 GEMM rows
 // (H·W each, flipped kernel positions as kn2row_weight orders them); row t adds to the pixels its
 // kernel position reaches inside the image, plus constant[t] there (the dead inputs' fold).
-ACS_VECTOR_CLONES void shifted_sum(const float* z, const float* constant, int64_t height, int64_t width, float* out) {
+ACS_VECTOR_CLONES void shifted_sum(const float* z, const float* constant, int64_t height, int64_t width,
+                                   float* out) {
   std::fill(out, out + height * width, 0.0f);
   for (int64_t ki = 0; ki < 3; ++ki) {
     for (int64_t kj = 0; kj < 3; ++kj) {
@@ -145,7 +146,6 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n,
   bn_relu(feat.data_ptr<float>(), n, hw, bn.data_ptr<float>(), bn.data_ptr<float>() + bn.size(1), channel,
           h.data_ptr<float>());
   if (w1.has_value()) {  // the 1×1 bottleneck: live rows of w1, dead inputs as a bias
-    check_float(*w1, "w1");
     const int64_t width1 = w1->size(1);
     Tensor rows = at::empty({n, width1}, opts), bias = b1->reshape({width1, 1}).clone();
     for (int64_t i = 0; i < n; ++i)
@@ -164,6 +164,7 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n,
   std::vector<float> constant;  // (k, 9): the dead inputs' fold, dense conv on the layer input only
   const float* w = w2.data_ptr<float>();
   if (in_idx.has_value()) {
+    TORCH_CHECK(in_idx->scalar_type() == at::kLong && in_idx->is_contiguous(), "in_idx must be contiguous int64");
     const int64_t per_out = in_idx->size(1);
     const int64_t* index = in_idx->data_ptr<int64_t>();
     Tensor rows = at::empty({k, 9, per_out}, opts), inputs = at::empty({k, per_out, hw}, opts);
@@ -201,6 +202,12 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n,
   float* out = feat.data_ptr<float>() + n * hw;
   const float* scale = factor.has_value() ? factor->data_ptr<float>() : nullptr;
   const int64_t per_summary = summary_kind == 1 ? ((height + 1) / 2) * ((width + 1) / 2) : 1;
+  float* gates_read = nullptr;
+  if (summary_kind > 0) {
+    check_float(summary, "summary");
+    TORCH_CHECK(summary.numel() >= (n + k) * per_summary, "summary has no room for the layer's outputs");
+    gates_read = summary.data_ptr<float>();
+  }
   for (int64_t o = 0; o < k; ++o) {
     float* dst = out + o * hw;
     shifted_sum(zp + o * 9 * hw, constant.empty() ? nullptr : constant.data() + o * 9, height, width, dst);
@@ -208,7 +215,7 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n,
       const float s = scale[kept[o]];
       for (int64_t p = 0; p < hw; ++p) dst[p] *= s;
     }
-    if (summary_kind > 0) summarize(dst, summary_kind, height, width, summary.data_ptr<float>() + (n + o) * per_summary);
+    if (summary_kind > 0) summarize(dst, summary_kind, height, width, gates_read + (n + o) * per_summary);
   }
   return {n + k, macs};
 }
@@ -217,11 +224,20 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n,
 // kernel row, kernel column) as the weight's flattening, zeros outside the image. Patch channel c
 // reads source row order[c] (a permutation between two groupings; identity without), so that the
 // permutation needs no pass of its own.
-ACS_VECTOR_CLONES Tensor im2col(const Tensor& x, int64_t channels, int64_t height, int64_t width, int64_t groups, int64_t kernel,
-              int64_t stride, int64_t padding, const OptTensor& order) {
-  const int64_t out_h = (height + 2 * padding - kernel) / stride + 1, out_w = (width + 2 * padding - kernel) / stride + 1;
+ACS_VECTOR_CLONES Tensor im2col(const Tensor& x, int64_t channels, int64_t height, int64_t width, int64_t groups,
+                                int64_t kernel, int64_t stride, int64_t padding, const OptTensor& order) {
+  const int64_t out_h = (height + 2 * padding - kernel) / stride + 1;
+  const int64_t out_w = (width + 2 * padding - kernel) / stride + 1;
   Tensor patches = at::zeros({groups, channels / groups * kernel * kernel, out_h * out_w}, x.options());
   const std::vector<int64_t> source = indices(order, channels);
+  // Per kernel column, the output columns [first, end) whose input column ox·stride − padding + kj
+  // lies inside the image (computed once: integer division costs more than these tiny copies).
+  std::vector<int64_t> first(kernel), end(kernel);
+  for (int64_t kj = 0; kj < kernel; ++kj) {
+    const int64_t last = width - 1 + padding - kj;
+    first[kj] = std::max<int64_t>(0, (padding - kj + stride - 1) / stride);
+    end[kj] = last < 0 ? 0 : std::min(out_w, last / stride + 1);
+  }
   const float* src = x.data_ptr<float>();
   float* dst = patches.data_ptr<float>();
   for (int64_t c = 0; c < channels; ++c) {
@@ -229,13 +245,10 @@ ACS_VECTOR_CLONES Tensor im2col(const Tensor& x, int64_t channels, int64_t heigh
     for (int64_t ki = 0; ki < kernel; ++ki)
       for (int64_t kj = 0; kj < kernel; ++kj) {
         float* row = dst + ((c * kernel + ki) * kernel + kj) * out_h * out_w;
-        // Output columns ox whose input column ox·stride − padding + kj lies inside the image.
-        const int64_t x0 = std::max<int64_t>(0, (padding - kj + stride - 1) / stride);
-        const int64_t last = width - 1 + padding - kj;  // floor(last / stride) + 1 columns at most
-        const int64_t x1 = last < 0 ? 0 : std::min(out_w, last / stride + 1);
+        const int64_t x0 = first[kj], x1 = end[kj];
         for (int64_t oy = 0; oy < out_h; ++oy) {
           const int64_t y = oy * stride - padding + ki;
-          if (y < 0 || y >= height) continue;
+          if (y < 0 || y >= height || x1 <= x0) continue;
           const float* in = plane + y * width - padding + kj;
           float* out = row + oy * out_w;
           if (stride == 1)
