@@ -8,6 +8,8 @@
 // They execute the same multiply-accumulates as the tensor-operation path; acs/deploy/native/
 // __init__.py registers their FLOP formulas so that torch.utils.flop_counter counts them.
 #include <ATen/ATen.h>
+#include <ATen/ops/addmm_cpu_dispatch.h>
+#include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -56,6 +58,35 @@ std::vector<int64_t> true_positions(const OptTensor& mask, int64_t count) {
   for (int64_t i = 0; i < t.numel(); ++i)
     if (p[i]) out.push_back(i);
   return out;
+}
+
+// Row-major c (m × n) = a (m × k) · b (k × n) + beta · c, beta 0 or 1; a_transposed: a is stored
+// as its transpose (k × m). The CPU kernels are called directly (at::cpu), on views of the caller's
+// memory: ATen's dispatch and output allocation per call would cost as much as these small GEMMs.
+void gemm(int64_t m, int64_t n, int64_t k, const float* a, bool a_transposed, const float* b, float beta, float* c) {
+  const auto opts = at::TensorOptions().dtype(at::kFloat);
+  float* pa = const_cast<float*>(a);  // read only: the views below are inputs
+  const Tensor ta = a_transposed ? at::from_blob(pa, {k, m}, opts).t() : at::from_blob(pa, {m, k}, opts);
+  const Tensor tb = at::from_blob(const_cast<float*>(b), {k, n}, opts);
+  Tensor tc = at::from_blob(c, {m, n}, opts);
+  if (beta == 0.0f)
+    at::cpu::mm_out(tc, ta, tb);
+  else
+    at::cpu::addmm_out(tc, tc, ta, tb);
+}
+
+// Per-thread working memory, reused from call to call: fresh GEMM buffers of this size come from
+// mmap, and their page faults would cost more than the GEMMs. Slots are never used by two
+// buffers that are alive at once.
+float* scratch(int slot, int64_t size) {
+  thread_local std::vector<float> buffers[6];
+  std::vector<float>& buffer = buffers[slot];
+  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+  return buffer.data();
+}
+
+ACS_VECTOR_CLONES void relu(float* x, int64_t size) {
+  for (int64_t i = 0; i < size; ++i) x[i] = std::max(x[i], 0.0f);
 }
 
 void check_float(const Tensor& t, const char* name) {
@@ -139,54 +170,51 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n,
   const std::vector<int64_t> skipped = dead.has_value() ? indices(dead, 0) : std::vector<int64_t>();
   for (const OptTensor* t : {&w1, &b1, &c1, &table, &factor})
     if (t->has_value()) check_float(**t, "layer buffers");
-  const auto opts = feat.options();
   int64_t macs = 0;
 
-  Tensor h = at::empty({n, hw}, opts);
-  bn_relu(feat.data_ptr<float>(), n, hw, bn.data_ptr<float>(), bn.data_ptr<float>() + bn.size(1), channel,
-          h.data_ptr<float>());
+  float* h = scratch(0, n * hw);
+  bn_relu(feat.data_ptr<float>(), n, hw, bn.data_ptr<float>(), bn.data_ptr<float>() + bn.size(1), channel, h);
+  int64_t inputs = n;  // rows of h: the live layer inputs (channel[i]) or, after a bottleneck, its outputs
   if (w1.has_value()) {  // the 1×1 bottleneck: live rows of w1, dead inputs as a bias
     const int64_t width1 = w1->size(1);
-    Tensor rows = at::empty({n, width1}, opts), bias = b1->reshape({width1, 1}).clone();
+    float* rows = scratch(2, n * width1);
     for (int64_t i = 0; i < n; ++i)
-      std::memcpy(rows.data_ptr<float>() + i * width1, w1->data_ptr<float>() + channel[i] * width1,
-                  width1 * sizeof(float));
-    float* b = bias.data_ptr<float>();
+      std::memcpy(rows + i * width1, w1->data_ptr<float>() + channel[i] * width1, width1 * sizeof(float));
+    std::vector<float> bias(b1->data_ptr<float>(), b1->data_ptr<float>() + width1);
     for (int64_t d : skipped) {
       const float* c = c1->data_ptr<float>() + d * width1;
-      for (int64_t j = 0; j < width1; ++j) b[j] += c[j];
+      for (int64_t j = 0; j < width1; ++j) bias[j] += c[j];
     }
-    h = at::addmm(bias, rows.t(), h).relu_();
+    float* out = scratch(1, width1 * hw);
+    for (int64_t j = 0; j < width1; ++j) std::fill(out + j * hw, out + (j + 1) * hw, bias[j]);
+    gemm(width1, hw, n, rows, true, h, 1.0f, out);
+    relu(out, width1 * hw);
     macs += n * width1 * hw;
+    h = out;
+    inputs = width1;
   }
 
-  Tensor z;  // (k, 9, H·W): each kept output's 9 GEMM rows
+  float* z = scratch(3, k * 9 * hw);  // each kept output's 9 GEMM rows
   std::vector<float> constant;  // (k, 9): the dead inputs' fold, dense conv on the layer input only
   const float* w = w2.data_ptr<float>();
   if (in_idx.has_value()) {
     TORCH_CHECK(in_idx->scalar_type() == at::kLong && in_idx->is_contiguous(), "in_idx must be contiguous int64");
     const int64_t per_out = in_idx->size(1);
     const int64_t* index = in_idx->data_ptr<int64_t>();
-    Tensor rows = at::empty({k, 9, per_out}, opts), inputs = at::empty({k, per_out, hw}, opts);
-    const float* src = h.data_ptr<float>();
+    float* group = scratch(4, per_out * hw);
     for (int64_t o = 0; o < k; ++o) {
-      std::memcpy(rows.data_ptr<float>() + o * 9 * per_out, w + kept[o] * 9 * per_out, 9 * per_out * sizeof(float));
       for (int64_t p = 0; p < per_out; ++p)
-        std::memcpy(inputs.data_ptr<float>() + (o * per_out + p) * hw, src + index[kept[o] * per_out + p] * hw,
-                    hw * sizeof(float));
+        std::memcpy(group + p * hw, h + index[kept[o] * per_out + p] * hw, hw * sizeof(float));
+      gemm(9, hw, per_out, w + kept[o] * 9 * per_out, false, group, 0.0f, z + o * 9 * hw);
     }
-    z = at::bmm(rows, inputs);
     macs += k * 9 * per_out * hw;
   } else {
-    // h's rows are the live layer inputs (channel[i]) or, after a bottleneck, all its outputs.
-    const int64_t inputs = h.size(0);
-    Tensor rows = at::empty({inputs, k * 9}, opts);  // rows.t() is the GEMM's (k·9) × inputs weight
-    float* r = rows.data_ptr<float>();
+    float* rows = scratch(2, inputs * k * 9);  // transposed (k·9) × inputs weight of the GEMM
     for (int64_t i = 0; i < inputs; ++i) {
       const float* src = w + (w1.has_value() ? i : channel[i]) * growth * 9;
-      for (int64_t o = 0; o < k; ++o) std::memcpy(r + (i * k + o) * 9, src + kept[o] * 9, 9 * sizeof(float));
+      for (int64_t o = 0; o < k; ++o) std::memcpy(rows + (i * k + o) * 9, src + kept[o] * 9, 9 * sizeof(float));
     }
-    z = at::mm(rows.t(), h);
+    gemm(k * 9, hw, inputs, rows, true, h, 0.0f, z);
     macs += inputs * k * 9 * hw;
     if (table.has_value() && !skipped.empty()) {
       constant.assign(k * 9, 0.0f);
@@ -198,7 +226,6 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n,
     }
   }
 
-  const float* zp = z.data_ptr<float>();
   float* out = feat.data_ptr<float>() + n * hw;
   const float* scale = factor.has_value() ? factor->data_ptr<float>() : nullptr;
   const int64_t per_summary = summary_kind == 1 ? ((height + 1) / 2) * ((width + 1) / 2) : 1;
@@ -210,7 +237,7 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n,
   }
   for (int64_t o = 0; o < k; ++o) {
     float* dst = out + o * hw;
-    shifted_sum(zp + o * 9 * hw, constant.empty() ? nullptr : constant.data() + o * 9, height, width, dst);
+    shifted_sum(z + o * 9 * hw, constant.empty() ? nullptr : constant.data() + o * 9, height, width, dst);
     if (scale) {
       const float s = scale[kept[o]];
       for (int64_t p = 0; p < hw; ++p) dst[p] *= s;
@@ -220,15 +247,15 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n,
   return {n + k, macs};
 }
 
-// im2col for a grouped k×k conv: (groups, C/groups·k·k, H_out·W_out), rows ordered (channel,
+// im2col for a grouped k×k conv into dst: (groups, C/groups·k·k, H_out·W_out), rows ordered (channel,
 // kernel row, kernel column) as the weight's flattening, zeros outside the image. Patch channel c
 // reads source row order[c] (a permutation between two groupings; identity without), so that the
 // permutation needs no pass of its own.
-ACS_VECTOR_CLONES Tensor im2col(const Tensor& x, int64_t channels, int64_t height, int64_t width, int64_t groups,
-                                int64_t kernel, int64_t stride, int64_t padding, const OptTensor& order) {
+ACS_VECTOR_CLONES void im2col(const float* src, int64_t channels, int64_t height, int64_t width, int64_t groups,
+                              int64_t kernel, int64_t stride, int64_t padding, const OptTensor& order, float* dst) {
   const int64_t out_h = (height + 2 * padding - kernel) / stride + 1;
   const int64_t out_w = (width + 2 * padding - kernel) / stride + 1;
-  Tensor patches = at::zeros({groups, channels / groups * kernel * kernel, out_h * out_w}, x.options());
+  std::fill(dst, dst + channels * kernel * kernel * out_h * out_w, 0.0f);
   const std::vector<int64_t> source = indices(order, channels);
   // Per kernel column, the output columns [first, end) whose input column ox·stride − padding + kj
   // lies inside the image (computed once: integer division costs more than these tiny copies).
@@ -238,8 +265,6 @@ ACS_VECTOR_CLONES Tensor im2col(const Tensor& x, int64_t channels, int64_t heigh
     first[kj] = std::max<int64_t>(0, (padding - kj + stride - 1) / stride);
     end[kj] = last < 0 ? 0 : std::min(out_w, last / stride + 1);
   }
-  const float* src = x.data_ptr<float>();
-  float* dst = patches.data_ptr<float>();
   for (int64_t c = 0; c < channels; ++c) {
     const float* plane = src + source[c] * height * width;
     for (int64_t ki = 0; ki < kernel; ++ki)
@@ -258,7 +283,6 @@ ACS_VECTOR_CLONES Tensor im2col(const Tensor& x, int64_t channels, int64_t heigh
         }
       }
   }
-  return patches;
 }
 
 // The ACS gate of one sample (acs.deploy.gates.ACSGateExec, whose buffers these are): 1×1 reduce
@@ -273,22 +297,36 @@ std::tuple<Tensor, int64_t> acs_gate(const Tensor& xs, int64_t rows, int64_t col
   Tensor x = xs.contiguous();
   const int64_t n = x.size(0), width = reduce.size(1), outputs = wh.size(0);
   const std::vector<int64_t> channel = indices(live, n);
-  Tensor w = at::empty({n, width}, x.options());
+  float* w = scratch(0, n * width);
   for (int64_t i = 0; i < n; ++i)
-    std::memcpy(w.data_ptr<float>() + i * width, reduce.data_ptr<float>() + channel[i] * width, width * sizeof(float));
+    std::memcpy(w + i * width, reduce.data_ptr<float>() + channel[i] * width, width * sizeof(float));
+  float* h = scratch(1, width * rows * cols);
+  gemm(width, rows * cols, n, w, true, x.data_ptr<float>(), 0.0f, h);
   int64_t macs = n * width * rows * cols;
-  Tensor h = at::mm(w.t(), x);
+  // conv_a (BN folded in: its bias) and ReLU
   const int64_t ha = (rows + 2 * pa - ka) / sa + 1, wa_ = (cols + 2 * pa - ka) / sa + 1;
-  h = at::baddbmm(ba, wa, im2col(h, width, rows, cols, wa.size(0), ka, sa, pa, std::nullopt));
+  const int64_t groups_a = wa.size(0), per_a = wa.size(1), taps_a = wa.size(2);
+  float* patches = scratch(2, width * ka * ka * ha * wa_);
+  im2col(h, width, rows, cols, groups_a, ka, sa, pa, std::nullopt, patches);
+  float* a = scratch(3, width * ha * wa_);
+  for (int64_t c = 0; c < width; ++c) std::fill(a + c * ha * wa_, a + (c + 1) * ha * wa_, ba.data_ptr<float>()[c]);
+  for (int64_t g = 0; g < groups_a; ++g)
+    gemm(per_a, ha * wa_, taps_a, wa.data_ptr<float>() + g * per_a * taps_a, false, patches + g * taps_a * ha * wa_,
+         1.0f, a + g * per_a * ha * wa_);
+  relu(a, width * ha * wa_);
   macs += wa.numel() * ha * wa_;
-  float* a = h.data_ptr<float>();
-  for (int64_t i = 0; i < h.numel(); ++i) a[i] = std::max(a[i], 0.0f);
+  // conv_b, reading conv_a's outputs in its own grouping's order (mid)
   const int64_t hb = (ha + 2 * pb - kb) / sb + 1, wb_ = (wa_ + 2 * pb - kb) / sb + 1;
-  h = at::bmm(wb, im2col(h, width, ha, wa_, wb.size(0), kb, sb, pb, mid));
+  const int64_t groups_b = wb.size(0), per_b = wb.size(1), taps_b = wb.size(2);
+  patches = scratch(4, width * kb * kb * hb * wb_);
+  im2col(a, width, ha, wa_, groups_b, kb, sb, pb, mid, patches);
+  float* hp = scratch(5, width * hb * wb_);
+  for (int64_t g = 0; g < groups_b; ++g)
+    gemm(per_b, hb * wb_, taps_b, wb.data_ptr<float>() + g * per_b * taps_b, false, patches + g * taps_b * hb * wb_,
+         0.0f, hp + g * per_b * hb * wb_);
   macs += wb.numel() * hb * wb_ + wh.numel();
   // Global pool, head and threshold on a few dozen numbers: loops, not tensor calls.
   std::vector<float> pooled(width, 0.0f);
-  const float* hp = h.data_ptr<float>();
   for (int64_t c = 0; c < width; ++c) {
     for (int64_t p = 0; p < hb * wb_; ++p) pooled[c] += hp[c * hb * wb_ + p];
     pooled[c] /= static_cast<float>(hb * wb_);
