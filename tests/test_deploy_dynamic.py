@@ -281,6 +281,8 @@ def test_without_native_kernels_the_executor_falls_back_with_one_warning(monkeyp
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once per process, not per executor
         to_dynamic(model)
+    with pytest.raises(ValueError, match="native kernels run on CPU; the model is on meta"):
+        to_dynamic(copy.deepcopy(model).to("meta"), native=True)
 
 
 @pytest.mark.parametrize("gate", [GATE, GATES["fbs-0.5"]])

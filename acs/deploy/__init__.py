@@ -11,7 +11,7 @@ from typing import Optional
 
 from torch import nn
 
-from acs.deploy import native
+from acs.deploy import native as native_kernels
 from acs.deploy.dynamic import DynamicDenseNet
 from acs.deploy.native import NativeUnavailable
 from acs.deploy.resnext import DynamicResNeXt
@@ -50,8 +50,8 @@ def to_dynamic(model: nn.Module, script: bool = True, native: Optional[bool] = N
 def _native_or_warn() -> bool:
     global _warned
     try:
-        native.load()
-    except native.NativeUnavailable as error:
+        native_kernels.load()
+    except NativeUnavailable as error:
         if not _warned:
             warnings.warn(f"{error}; the executor runs tensor operations only (slower at batch 1)")
             _warned = True

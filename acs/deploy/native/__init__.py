@@ -41,7 +41,9 @@ def load() -> None:
 
             build(name="acs_native", sources=[str(_SOURCE)], extra_cflags=["-O3"], is_python_module=False)
         except Exception as error:  # a missing compiler or a failed build: the reason, kept for every caller
-            _error = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
+            reason = error.__cause__ or error  # a failed load names the library; its cause says why
+            lines = str(reason).strip().splitlines() or [""]
+            _error = f"{type(reason).__name__}: {lines[0][:300]}"
         else:
             _register_flop_formulas()
             _loaded = True
