@@ -20,15 +20,6 @@ from acs.models.resnext import GResNeXt
 from acs.ops import DGConv2d
 
 GATE = {"name": "acs", "width": 8}
-# Both executors: one fused native call per dense layer and ACS gate, and tensor operations only
-# (the fallback where the kernels cannot be built). The larger grids run the fallback on their
-# "random" regime only, to keep the suite's time in bounds.
-BACKENDS = pytest.mark.parametrize("native", [True, False], ids=["native", "tensor-ops"])
-
-
-def backends(regimes):
-    native = [pytest.param(r, True, id=f"{r}-native") for r in regimes]
-    return native + [pytest.param("random", False, id="random-tensor-ops")]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -106,16 +97,16 @@ def assert_same(model, executor, x):
     return expected
 
 
-@pytest.mark.parametrize("regime, native", backends(["random", "all_on", "mostly_off"]))
+@pytest.mark.parametrize("regime", ["random", "all_on", "mostly_off"])
 @pytest.mark.parametrize(
     "name, size",
     [("densenet40", (20, 20)), ("densenet40", (9, 5)), ("densenet41_acs", (16, 16)),
      ("densenet41_acs", (9, 5)), ("densenet_bc100", (12, 12))],
 )
-def test_gated_densenets_match_the_model(name, size, regime, native):
+def test_gated_densenets_match_the_model(name, size, regime):
     # 9×5 input: the last block runs at 2×1, so top/bottom borders coincide or touch.
     model = randomize(acs.create_model(name, gate=GATE), regime, size=size)
-    executor = to_dynamic(model, native=native)
+    executor = to_dynamic(model)
     out = assert_same(model, executor, inputs(4, size))
     keep = torch.cat(out.masks, 1)
     if regime == "all_on":
@@ -140,32 +131,26 @@ GATES = {
 MODELS = [("densenet40", (9, 7)), ("densenet41_acs", (11, 6))]  # without and with bottleneck (DGConv)
 
 
-DESIGN_CASES = (
+@pytest.mark.parametrize(
+    "gate, name, size, regime",
     [(g, *m, r) for g in ("acs-dense", "ddi", "aig") for m in MODELS for r in ("random", "mostly_off")]
     + [("acs-group", *MODELS[0], "random"), ("acs-group", *MODELS[1], "mostly_off")]
     + [("fbs-0.25", *MODELS[0], "random"), ("fbs-0.5", *MODELS[1], "random"), ("fbs-1", *MODELS[0], "random"),
-       ("fbs-0.5", *MODELS[0], "mostly_off"), ("fbs-0.25", *MODELS[1], "mostly_off")]
-)  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    "gate, name, size, regime, native",
-    [(*case, True) for case in DESIGN_CASES]
-    + [(*case, False) for case in DESIGN_CASES if case[1] == "densenet40" and case[3] == "random"],
-    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else {True: "native", False: "tensor-ops"}.get(v, str(v)),
+       ("fbs-0.5", *MODELS[0], "mostly_off"), ("fbs-0.25", *MODELS[1], "mostly_off")],
+    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v),
 )
-def test_every_gate_design_runs_exactly(gate, name, size, regime, native):
+def test_every_gate_design_runs_exactly(gate, name, size, regime):
     model = randomize(acs.create_model(name, gate=GATES[gate]), regime, size=size)
     fbs = [m for m in model.modules() if isinstance(m, FBSGate)]
     saliencies = []
     for m in fbs:
         m.register_forward_hook(lambda module, args, out: saliencies.append(out.scale))
-    executor = to_dynamic(model, native=native)
+    executor = to_dynamic(model)
     assert isinstance(executor.blocks[0], torch.jit.ScriptModule)  # the gate executors script
     x = inputs(6, size)
     out = assert_same(model, executor, x)
     # Counted on the eager twin: the counter makes TorchScript re-specialise, ~20× slower, same ops.
-    assert counted_macs(to_dynamic(model, script=False, native=native), x[:1]) == out.macs[0].item()
+    assert counted_macs(to_dynamic(model, script=False), x[:1]) == out.macs[0].item()
     keep = torch.cat(out.masks, 1)
     varies = sum(bool(m.std(0).amax() > 0) for m in out.masks) / len(out.masks)  # layers deciding per sample
     if fbs:  # exactly ⌈d·k⌉ kept per layer and sample, which ones varying per sample
@@ -181,12 +166,11 @@ def test_every_gate_design_runs_exactly(gate, name, size, regime, native):
 
 
 @pytest.mark.parametrize("gate", [GATE, GATES["aig"]])
-@BACKENDS
-def test_fixed_group_convs_after_a_bottleneck(gate, native):
+def test_fixed_group_convs_after_a_bottleneck(gate):
     # conv='group': each kept output is computed from its fixed group of the bottleneck's outputs.
     model = randomize(acs.create_model("densenet41_acs", gate=gate, conv="group", groups=4), size=(9, 7))
     x = inputs(3, (9, 7))
-    out = assert_same(model, to_dynamic(model, native=native), x)
+    out = assert_same(model, to_dynamic(model), x)
     assert 0.2 < torch.cat(out.masks, 1).mean() < 0.8
     with pytest.raises(NotImplementedError, match="grouped.*gated"):  # no bottleneck: refused
         to_dynamic(acs.create_model("densenet40", gate=gate, conv="group", groups=4))
@@ -203,21 +187,37 @@ def test_unknown_gates_are_refused_clearly():
 
 
 @pytest.mark.parametrize("sort", [True, False])
-@BACKENDS
-def test_contiguous_and_interleaved_dgconv_groupings(sort, native):
+def test_contiguous_and_interleaved_dgconv_groupings(sort):
     model = randomize(acs.create_model("densenet41_acs", gate=GATE), sort=sort)
-    assert_same(model, to_dynamic(model, native=native), inputs(3, (12, 12)))
+    assert_same(model, to_dynamic(model), inputs(3, (12, 12)))
 
 
 @pytest.mark.parametrize(
     "name, kwargs",
     [("densenet40", {}), ("densenet40", {"conv": "dgconv"}), ("densenet41_acs", {}), ("densenet_bc100", {})],
 )
-@BACKENDS
-def test_ungated_densenets_match_the_model(name, kwargs, native):
+def test_ungated_densenets_match_the_model(name, kwargs):
     model = randomize(acs.create_model(name, gate="none", **kwargs))
-    out = assert_same(model, to_dynamic(model, native=native), inputs(2, (10, 10)))
+    out = assert_same(model, to_dynamic(model), inputs(2, (10, 10)))
     assert out.masks == []
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, size, regime",
+    [("densenet40", {"gate": GATE}, (9, 5), "random"),  # dense 3×3, dead inputs folded, 2×1 borders
+     ("densenet40", {"gate": GATES["fbs-0.25"]}, (9, 7), "mostly_off"),  # kept outputs scaled
+     ("densenet41_acs", {"gate": GATE}, (9, 7), "mostly_off"),  # bottleneck, then each output's DGConv group
+     ("densenet_bc100", {"gate": GATE}, (8, 8), "random"),  # bottleneck, then a dense 3×3
+     ("densenet40", {"gate": "none", "conv": "dgconv"}, (10, 10), "random")],  # grouped 3×3, ungated
+    ids=["dense", "fbs", "stack", "bottleneck", "grouped"],
+)  # fmt: skip
+def test_the_tensor_operation_executor_matches_and_counts(name, kwargs, size, regime):
+    # The fallback where the native kernels cannot be built: every layer form, exact, counted by
+    # the FLOP counter's own formulas (aten mm/addmm/bmm/baddbmm only).
+    model = randomize(acs.create_model(name, **kwargs), regime, size=size)
+    x = inputs(3, size)
+    out = assert_same(model, to_dynamic(model, native=False), x)
+    assert counted_macs(to_dynamic(model, script=False, native=False), x[:1]) == out.macs[0].item()
 
 
 @pytest.mark.parametrize(
@@ -237,12 +237,12 @@ def test_g_resnext_matches_the_model(make, size):
 
 
 @pytest.mark.parametrize("name", ["densenet40", "densenet41_acs", "densenet_bc100"])
-@pytest.mark.parametrize("regime, native", backends(["random", "mostly_off"]))
-def test_executed_macs_are_what_a_flop_counter_sees(name, regime, native):
+@pytest.mark.parametrize("regime", ["random", "mostly_off"])
+def test_executed_macs_are_what_a_flop_counter_sees(name, regime):
     model = randomize(acs.create_model(name, gate=GATE), regime)
     # The scripted executor reports, its eager twin (the same operations) is counted: under the
     # counter TorchScript re-specialises its graphs, which is ~20× slower.
-    scripted, eager = to_dynamic(model, native=native), to_dynamic(model, script=False, native=native)
+    scripted, eager = to_dynamic(model), to_dynamic(model, script=False)
     for _ in range(2):
         x = inputs(1, (9, 7))
         macs = scripted(x).macs.item()
