@@ -1,6 +1,7 @@
 """acs.deploy.to_dynamic: the executor matches the model's eval-mode logits and masks, and executes
 exactly the MACs of the cost model (and of an independent FLOP counter)."""
 import copy
+import shutil
 import warnings
 
 import pytest
@@ -288,6 +289,14 @@ def test_without_native_kernels_the_executor_falls_back_with_one_warning(monkeyp
         to_dynamic(model)
     with pytest.raises(ValueError, match="native kernels run on CPU; the model is on meta"):
         to_dynamic(copy.deepcopy(model).to("meta"), native=True)
+
+
+def test_the_installed_ninja_is_found_off_path(monkeypatch, tmp_path):
+    # A virtual environment's interpreter run without activation: its scripts folder is not on PATH.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert shutil.which("ninja") is None
+    native_kernels._find_ninja()
+    assert shutil.which("ninja") is not None
 
 
 @pytest.mark.parametrize("gate", [GATE, GATES["fbs-0.5"]])

@@ -12,6 +12,8 @@ counter run on the executor still sees every multiply-accumulate it executes.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -39,6 +41,8 @@ def load() -> None:
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             from torch.utils.cpp_extension import load as build
 
+            _find_ninja()
+
             build(name="acs_native", sources=[str(_SOURCE)], extra_cflags=["-O3"], is_python_module=False)
         except Exception as error:  # a missing compiler or a failed build: the reason, kept for every caller
             reason = error.__cause__ or error  # a failed load names the library; its cause says why
@@ -49,6 +53,18 @@ def load() -> None:
             _loaded = True
             return
     raise NativeUnavailable(f"the executor's native kernels are unavailable ({_error})")
+
+
+def _find_ninja() -> None:
+    """cpp_extension runs ``ninja`` from PATH; the ``ninja`` package installed with acs puts it in
+    the environment's scripts folder, which is not on PATH when the interpreter of a virtual
+    environment is run without activating it."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            return  # the build then fails with cpp_extension's own message
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
 def available() -> bool:
