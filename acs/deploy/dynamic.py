@@ -148,25 +148,6 @@ class _DenseLayerExec(nn.Module):
         ]:
             self.register_buffer(name, None if value_ is None else value_.contiguous())
 
-    def decide(
-        self,
-        summary: Optional[Tensor],
-        n: int,
-        height: int,
-        width: int,
-        alive: Optional[Tensor],
-        live: Optional[Tensor],
-        plans: List[Tensor],
-    ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], int]:
-        """The gate's decision on this layer's outputs: the liveness of every channel after the
-        layer, the keep-mask and the factor on the kept outputs (None where there is no gate, or no
-        factor) and the gate's MACs."""
-        if self.gate is None:
-            return (None if alive is None else torch.cat([alive, self.ones_new])), None, None, 0
-        assert summary is not None
-        keep, scale, macs = self.gate(summary[:n], (height + 1) // 2, (width + 1) // 2, live, plans)
-        return torch.cat([self.ones_in if alive is None else alive, keep]), keep, scale, macs
-
     def forward(
         self,
         feat: Tensor,
@@ -181,14 +162,40 @@ class _DenseLayerExec(nn.Module):
         appends this layer's kept outputs to both; returns the new live count, the liveness of
         every channel so far, the keep-mask and the MACs."""
         live, dead = _split(alive, self.in_channels)
-        alive, keep, scale, macs = self.decide(summary, n, height, width, alive, live, plans)
+        keep: Optional[Tensor] = None
+        scale: Optional[Tensor] = None
+        macs = 0
+        if self.gate is None:
+            alive = None if alive is None else torch.cat([alive, self.ones_new])
+        else:
+            assert summary is not None
+            keep, scale, macs = self.gate(summary[:n], (height + 1) // 2, (width + 1) // 2, live, plans)
+            alive = torch.cat([self.ones_in if alive is None else alive, keep])
+        n, m = self.compute(feat, summary, n, height, width, live, dead, keep, scale)
+        return n, alive, keep, macs + m
+
+    def compute(
+        self,
+        feat: Tensor,
+        summary: Optional[Tensor],
+        n: int,
+        height: int,
+        width: int,
+        live: Optional[Tensor],
+        dead: Optional[Tensor],
+        keep: Optional[Tensor],
+        scale: Optional[Tensor],
+    ) -> Tuple[int, int]:
+        """The layer's kept outputs (``keep``; all without gate), times ``scale`` if given, appended
+        to ``feat`` and ``summary``; returns the new live count and the MACs of the layer's convs."""
         active: Optional[Tensor] = None
         if keep is not None:
             kept = keep.nonzero().view(-1)
             if kept.shape[0] == 0:
-                return n, alive, keep, macs  # nothing kept: no BN, no bottleneck, no conv
+                return n, 0  # nothing kept: no BN, no bottleneck, no conv
             if kept.shape[0] < self.growth:
                 active = kept
+        macs = 0
         h = _bn_relu(feat[:n], self.bn1, self.unit, live)
         if self.w1 is not None:
             w1, b1 = self.w1, self.b1
@@ -229,34 +236,34 @@ class _DenseLayerExec(nn.Module):
         if summary is not None:
             value = summarize(out, self.summary, height, width)
             summary[n : n + k].view(value.shape).copy_(value)
-        return n + k, alive, keep, macs + m
+        return n + k, macs + m
 
 
 class _NativeDenseLayerExec(_DenseLayerExec):
-    """The same layer as one fused call after the gate (``torch.ops.acs.dense_layer``, see
+    """The same layer, its outputs computed by one fused call after the gate (``torch.ops.acs.dense_layer``, see
     :mod:`acs.deploy.native`): BN-ReLU, bottleneck, the gathers of live inputs and kept outputs,
     the dead-channel fold, GEMM, col2im and the summary update. It runs dense and stacked 3×3 convs,
     so the grouped conv of an ungated model runs stacked (the same MACs); an ACS gate is fused too."""
 
     fused = True
 
-    def forward(
+    def compute(
         self,
         feat: Tensor,
         summary: Optional[Tensor],
         n: int,
         height: int,
         width: int,
-        alive: Optional[Tensor],
-        plans: List[Tensor],
-    ) -> Tuple[int, Optional[Tensor], Optional[Tensor], int]:
-        live, dead = _split(alive, self.in_channels)
-        alive, keep, scale, macs = self.decide(summary, n, height, width, alive, live, plans)
-        n, m = torch.ops.acs.dense_layer(
+        live: Optional[Tensor],
+        dead: Optional[Tensor],
+        keep: Optional[Tensor],
+        scale: Optional[Tensor],
+    ) -> Tuple[int, int]:
+        return torch.ops.acs.dense_layer(
             feat,
             feat if summary is None else summary,  # not read without summary (kind 0)
             n,
-            self.summary if summary is not None else 0,
+            self.summary,  # 0 exactly where the block keeps no summary
             height,
             width,
             live,
@@ -271,7 +278,6 @@ class _NativeDenseLayerExec(_DenseLayerExec):
             self.table,
             self.in_idx,
         )
-        return n, alive, keep, macs + m
 
 
 class _TransitionExec(nn.Module):
