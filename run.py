@@ -27,8 +27,6 @@ def main(cfg: DictConfig):
             # The multi-objective search (hparams_search=pareto) maximises accuracy, minimises FLOPs.
             return summary["final"]["test/acc1"], summary["final"]["test/flops"]
         return summary
-    except KeyboardInterrupt:
-        raise
     except Exception as error:  # one clear line instead of a traceback; the run folder records it too
         from acs.training.app import USER_ERRORS
 

@@ -19,12 +19,12 @@ from omegaconf import OmegaConf
 from acs.data import dataset_info
 from acs.deploy.benchmark import benchmark_densenet, benchmark_resnext
 from acs.deploy.calibrate import calibrate_keep, set_groups
+from acs.files import write_json
 from acs.models import create_model
 from acs.models.densenet import DenseNet
 from acs.models.resnext import GResNeXt
 from acs.training.builders import build_model
 from acs.training.checkpoint import CheckpointError, load_checkpoint, load_model_state
-from acs.training.files import write_json
 
 
 def _parse(argv):

@@ -16,11 +16,11 @@ import sys
 
 import torch
 
+from acs.files import write_json
 from acs.models import create_model
 from acs.training.benchmark import measure
 from acs.training.builders import seed_everything
 from acs.training.engine import StepContext
-from acs.training.files import write_json
 
 VARIANTS = {"ungated": "none", "gated": {"name": "acs", "width": 32}}
 

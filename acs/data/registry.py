@@ -11,6 +11,7 @@ from torchvision import datasets as tvd
 from acs.data import digits, sources
 from acs.data.info import DatasetInfo
 from acs.data.synthetic import SyntheticDataset
+from acs.registry import Registry
 
 # (root, train, download, options) -> raw dataset of the split, without transform.
 Reader = Callable[[Path, bool, bool, Dict[str, Any]], Dataset]
@@ -34,10 +35,7 @@ class DatasetSpec:
     shape_options: Mapping[str, str] = field(default_factory=dict)
 
     def resolve_options(self, options: Mapping[str, Any]) -> Dict[str, Any]:
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            valid = ", ".join(f"{k} (default {v!r})" for k, v in self.options.items()) or "none"
-            raise ValueError(f"dataset '{self.name}' has no option {', '.join(unknown)}; its options: {valid}")
+        DATASETS.check_options(self.name, options)
         return {**self.options, **options}
 
     def info(self, options: Mapping[str, Any]) -> DatasetInfo:
@@ -59,7 +57,8 @@ def _synthetic(root: Path, train: bool, download: bool, opts: Dict[str, Any]) ->
     )
 
 
-_SPECS: List[DatasetSpec] = [
+DATASETS: Registry[DatasetSpec] = Registry("dataset", options=lambda spec: spec.options)
+for _spec in [
     # Means/stds: per-channel statistics of each training set, pixels scaled to [0, 1].
     DatasetSpec("cifar10", 10, 3, 32, _tv(sources.cifar, "cifar10", tvd.CIFAR10), "cifar",
                 (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -80,20 +79,17 @@ _SPECS: List[DatasetSpec] = [
                 options={"train_size": 512, "test_size": 256, "num_classes": 10, "channels": 3,
                          "image_size": 32, "noise": 1.0, "data_seed": 0},
                 shape_options={"num_classes": "num_classes", "channels": "channels", "image_size": "image_size"}),
-]
-DATASETS: Dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
+]:
+    DATASETS.add(_spec.name, _spec)
 
 
 def list_datasets() -> List[str]:
     """Names accepted by :func:`dataset_info` and :func:`build_loaders`, sorted."""
-    return sorted(DATASETS)
+    return DATASETS.names()
 
 
 def get_spec(name: str) -> DatasetSpec:
-    key = name.lower().replace("-", "_")
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset '{name}'; available: {', '.join(list_datasets())}")
-    return DATASETS[key]
+    return DATASETS.get(name.lower().replace("-", "_"))
 
 
 def dataset_info(name: str, **options: Any) -> DatasetInfo:

@@ -49,7 +49,11 @@ def benchmark_densenet(
     saves can be told apart from what the executor's own engineering saves."""
     x = torch.randn(1, *input_size, generator=torch.Generator().manual_seed(0))
     executor = to_dynamic(gated)
-    modules = [("dense (ungated)", dense.eval()), ("masked (training form)", gated.eval()), ("dynamic executor", executor)]
+    modules = [
+        ("dense (ungated)", dense.eval()),
+        ("masked (training form)", gated.eval()),
+        ("dynamic executor", executor),
+    ]
     if executor.native:
         modules.append(("executor, tensor ops only", to_dynamic(gated, native=False)))
     modules.append(("executor of ungated", to_dynamic(dense)))

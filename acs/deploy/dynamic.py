@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -44,9 +44,9 @@ from acs.deploy.fold import (
     kn2row_weight,
     stacked_rows,
 )
-from acs.deploy.gates import gate_executor, summarize
+from acs.deploy.gates import gate_executor, summarize_sample
 from acs.deploy.native import load as load_native
-from acs.gates.base import SUMMARIES
+from acs.gates import base as gate_base  # its constants by attribute: TorchScript takes no global ints
 from acs.models.base import Output
 from acs.models.densenet import DenseLayer, DenseNet, Transition
 
@@ -82,11 +82,24 @@ def _bn_relu(x: Tensor, affine: Tensor, unit: Tensor, live: Optional[Tensor]) ->
     return F.batch_norm(x[None], unit[0, :n], unit[1, :n], affine[0], affine[1], False, 0.0, 0.0)[0].relu_()
 
 
+class LayerChannels(NamedTuple):
+    """Which channels a dense layer computes with, for one sample: its ``live`` and ``dead`` input
+    channels (indices; both ``None`` when every input is live), and its gate's decision on its new
+    channels: the bool ``keep``-mask (``None``: no gate, all computed) and the factor on the kept
+    ones (``scale``, indexed by channel; ``None`` unless the gate scales them, as FBS does)."""
+
+    live: Optional[Tensor]
+    dead: Optional[Tensor]
+    keep: Optional[Tensor]
+    scale: Optional[Tensor]
+
+
 class _DenseLayerExec(nn.Module):
-    """One dense layer for one sample. ``mode`` of the 3×3 conv: ``dense`` (slice to the kept
-    outputs and the live inputs, fold the dead ones), ``stack`` (a grouped conv after the
-    bottleneck: each kept output with its group's inputs, ``groups = kept``), ``grouped`` (ungated
-    model: the materialised grouped conv, every output). All run as GEMM + col2im (kn2row)."""
+    """One dense layer for one sample. Its 3×3 conv runs in one of three forms, told apart by the
+    buffers it has: ``dense`` (slice to the kept outputs and the live inputs, fold the dead ones),
+    ``stack`` (``in_idx``: a grouped conv after the bottleneck: each kept output with its group's
+    inputs, ``groups = kept``), ``grouped`` (``groups > 1``, ungated model: the materialised grouped
+    conv, every output). All run as GEMM + col2im (kn2row)."""
 
     fused = False  # the native subclass runs every 3×3 conv dense or stacked
 
@@ -97,7 +110,7 @@ class _DenseLayerExec(nn.Module):
             raise NotImplementedError("deployment expects the dense layer's 3×3 conv with stride 1, padding 1")
         self.in_channels, self.growth = layer.norm1.num_features, conv2.out_channels
         self.gate = gate_executor(layer.gate, self.fused) if layer.gate is not None else None
-        self.summary = 0  # what the block's summary buffer holds: index in SUMMARIES (0, the input: no buffer)
+        self.reads = gate_base.SUMMARY_INPUT  # set by the block: what its summary buffer holds (SUMMARY_INPUT: none)
         self.register_buffer("ones_in", torch.ones(self.in_channels, dtype=torch.bool))
         self.register_buffer("ones_new", torch.ones(self.growth, dtype=torch.bool))
         affine, value = _affine(layer.norm1)
@@ -113,21 +126,20 @@ class _DenseLayerExec(nn.Module):
         g = grouped(conv2)
         self.groups, in_idx, in_order, out_perm, table = g.groups, None, None, None, None
         if g.groups == 1:
-            self.mode, w2 = "dense", kn2row_weight(g.weight).permute(2, 0, 1)  # (in, growth, 9)
+            w2 = kn2row_weight(g.weight).permute(2, 0, 1)  # dense: (in, growth, 9)
             if not self.bottleneck and gated_model:
                 # What a dead input adds to each GEMM row (output, kernel position); col2im then
                 # sums exactly the in-bounds kernel positions: conv(ones·v_c, W[:, c]), borders included.
                 table = w2 * value[:, None, None]
         elif not gated_model and not self.fused:
-            self.mode, in_order = "grouped", g.in_order
+            in_order = g.in_order  # grouped
             w2 = kn2row_weight(g.weight).view(g.groups, -1, g.weight.shape[1])
             if in_order is not None and w1 is not None:
                 # Reorder the bottleneck's outputs instead of the activations.
                 w1, b1, c1, in_order = w1[in_order], b1[in_order], c1[:, in_order], None
             if g.out_pos is not None:
                 out_perm = torch.argsort(g.out_pos)
-        elif self.bottleneck or not gated_model:
-            self.mode = "stack"
+        elif self.bottleneck or not gated_model:  # stack
             in_idx, weight = stacked_rows(conv2)
             w2 = kn2row_weight(weight)  # (growth, 9, in/groups): one group per output
         else:
@@ -171,23 +183,17 @@ class _DenseLayerExec(nn.Module):
             assert summary is not None
             keep, scale, macs = self.gate(summary[:n], (height + 1) // 2, (width + 1) // 2, live, plans)
             alive = torch.cat([self.ones_in if alive is None else alive, keep])
-        n, m = self.compute(feat, summary, n, height, width, live, dead, keep, scale)
+        n, m = self.compute(feat, summary, n, height, width, LayerChannels(live, dead, keep, scale))
         return n, alive, keep, macs + m
 
     def compute(
-        self,
-        feat: Tensor,
-        summary: Optional[Tensor],
-        n: int,
-        height: int,
-        width: int,
-        live: Optional[Tensor],
-        dead: Optional[Tensor],
-        keep: Optional[Tensor],
-        scale: Optional[Tensor],
+        self, feat: Tensor, summary: Optional[Tensor], n: int, height: int, width: int, channels: LayerChannels
     ) -> Tuple[int, int]:
-        """The layer's kept outputs (``keep``; all without gate), times ``scale`` if given, appended
-        to ``feat`` and ``summary``; returns the new live count and the MACs of the layer's convs."""
+        """The layer's kept outputs (``channels.keep``; all without gate), times ``channels.scale``
+        if given, computed from the live inputs (``channels.live``) with the dead ones
+        (``channels.dead``) folded in, appended to ``feat`` and ``summary``; returns the new live
+        count and the MACs of the layer's convs."""
+        live, dead, keep, scale = channels
         active: Optional[Tensor] = None
         if keep is not None:
             kept = keep.nonzero().view(-1)
@@ -205,7 +211,7 @@ class _DenseLayerExec(nn.Module):
             macs += w1.numel() * h.shape[1]
             h = torch.addmm(b1, w1.t(), h).relu_()
         w2 = self.w2
-        # Dispatch on which buffers exist (not on self.mode) so that TorchScript prunes the others.
+        # Dispatch on which buffers exist (not on a mode attribute) so that TorchScript prunes the other forms.
         if self.in_idx is not None:  # stack
             index = self.in_idx
             if active is not None:
@@ -234,7 +240,7 @@ class _DenseLayerExec(nn.Module):
         k = out.shape[0]
         feat[n : n + k].copy_(out)
         if summary is not None:
-            value = summarize(out, self.summary, height, width)
+            value = summarize_sample(out, self.reads, height, width)
             summary[n : n + k].view(value.shape).copy_(value)
         return n + k, macs + m
 
@@ -248,28 +254,19 @@ class _NativeDenseLayerExec(_DenseLayerExec):
     fused = True
 
     def compute(
-        self,
-        feat: Tensor,
-        summary: Optional[Tensor],
-        n: int,
-        height: int,
-        width: int,
-        live: Optional[Tensor],
-        dead: Optional[Tensor],
-        keep: Optional[Tensor],
-        scale: Optional[Tensor],
+        self, feat: Tensor, summary: Optional[Tensor], n: int, height: int, width: int, channels: LayerChannels
     ) -> Tuple[int, int]:
         return torch.ops.acs.dense_layer(
             feat,
-            feat if summary is None else summary,  # not read without summary (kind 0)
+            feat if summary is None else summary,  # not read without summary (reads SUMMARY_INPUT)
             n,
-            self.summary,  # 0 exactly where the block keeps no summary
+            self.reads,  # SUMMARY_INPUT exactly where the block keeps no summary
             height,
             width,
-            live,
-            dead,
-            keep,
-            scale,
+            channels.live,
+            channels.dead,
+            channels.keep,
+            channels.scale,
             self.bn1,
             self.w1,
             self.b1,
@@ -356,12 +353,13 @@ class _BlockExec(nn.Module):
         self.transition = _TransitionExec(transition) if transition is not None else None
         last = self.layers[-1]
         self.channels = last.in_channels + last.growth
-        sources = {layer.gate.source for layer in self.layers if layer.gate is not None}
-        if len(sources) > 1:
-            raise NotImplementedError(f"deployment expects gates of one kind per dense block, got {sorted(sources)}")
-        self.summary = SUMMARIES.index(sources.pop()) if sources else 0
+        reads = {layer.gate.reads for layer in self.layers if layer.gate is not None}
+        if len(reads) > 1:
+            names = sorted(gate_base.SUMMARIES[r] for r in reads)
+            raise NotImplementedError(f"deployment expects the gates of a dense block to read one summary, got {names}")
+        self.reads = reads.pop() if reads else gate_base.SUMMARY_INPUT
         for layer in self.layers:
-            layer.summary = self.summary
+            layer.reads = self.reads
 
     def forward(
         self, x: Tensor, height: int, width: int, plans: List[Tensor]
@@ -370,8 +368,8 @@ class _BlockExec(nn.Module):
         feat = x.new_empty((self.channels, height * width))
         feat[:n].copy_(x)
         summary: Optional[Tensor] = None
-        if self.summary > 0:
-            value = summarize(x, self.summary, height, width)
+        if self.reads != gate_base.SUMMARY_INPUT:
+            value = summarize_sample(x, self.reads, height, width)
             summary = x.new_empty((self.channels, value[0].numel()))
             summary[:n].view(value.shape).copy_(value)
         alive: Optional[Tensor] = None

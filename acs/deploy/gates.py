@@ -3,14 +3,15 @@ from the live input channels only, with everything mask-independent precomputed 
 (BatchNorm folded into the neighbouring linear map, weights stored input-major so that slicing the
 live input channels is one row gather).
 
-Every executor reads the summary of the layer input that its gate reads (``source``, the gate's
-``reads``, see :func:`acs.gates.summarize`), which the block keeps up to date as channels are
-appended: ``"sub"``, the live channels at every other pixel (L × rows·cols, what a stride-2 1×1
-conv reads: ``acs``, ``ddi``); ``"mean"``, their global average pool (L × 1, ``aig``);
-``"absmean"``, the pool of their absolute values (L × 1, ``fbs``). A channel skipped upstream is
-exactly 0 in the model's input, so it adds nothing to a 1×1 conv or to a pool: dropping it loses
-nothing. ``convs`` lists the (kernel, stride, padding) of the gate's spatial convolutions on the
-stride-2 map, in order, whose im2col indices the executor caches per input size (``plans``).
+Every executor reads the summary of the layer input that its gate reads (``reads``, copied from
+the gate, see :func:`acs.gates.summarize`), which the block keeps up to date as channels are
+appended (:func:`summarize_sample`): ``SUMMARY_SUBSAMPLED``, the live channels at every other
+pixel (L × rows·cols, what a stride-2 1×1 conv reads: ``acs``, ``ddi``); ``SUMMARY_MEAN``, their
+global average pool (L × 1, ``aig``); ``SUMMARY_ABSMEAN``, the pool of their absolute values
+(L × 1, ``fbs``). A channel skipped upstream is exactly 0 in the model's input, so it adds nothing
+to a 1×1 conv or to a pool: dropping it loses nothing. ``convs`` lists the (kernel, stride,
+padding) of the gate's spatial convolutions on the stride-2 map, in order, whose im2col indices
+the executor caches per input size (``plans``).
 
 ``forward(summary, rows, cols, live, plans)`` returns the bool keep-mask (k), the per-channel factor
 on the kept outputs (``None`` unless the gate scales them, as FBS does) and the MACs executed, which
@@ -28,18 +29,20 @@ from torch import Tensor, nn
 
 from acs.deploy.fold import bn_affine, conv_im2col, frozen, grouped, im2col_weight
 from acs.gates import ACSGate, AIGGate, DDIGate, FBSGate, Gate
+from acs.gates import base as gate_base  # its constants by attribute: TorchScript takes no global ints
 from acs.gates.designs import scale_free
 
 
-def summarize(x: Tensor, kind: int, height: int, width: int) -> Tensor:
-    """:func:`acs.gates.summarize` of one sample's channels ``x`` (C × H·W) in the executor's
-    layout, by ``kind``, the index of the summary in :data:`acs.gates.base.SUMMARIES` (an int, for
-    TorchScript): every other pixel (C × rows × cols), the global mean or that of ``|x|`` (C × 1)."""
-    if kind == 1:
+def summarize_sample(x: Tensor, reads: int, height: int, width: int) -> Tensor:
+    """:func:`acs.gates.summarize` of one sample's channels ``x`` (C × H·W, flattened: the
+    executor's layout, hence ``height`` and ``width``) for a gate's ``reads`` other than
+    ``SUMMARY_INPUT`` (which needs no copy): every other pixel (C × rows × cols), the global mean
+    or that of ``|x|`` (C × 1)."""
+    if reads == gate_base.SUMMARY_SUBSAMPLED:
         return x.view(x.shape[0], height, width)[:, ::2, ::2]
-    if kind == 2:
+    if reads == gate_base.SUMMARY_MEAN:
         return x.mean(1, keepdim=True)
-    return x.abs().mean(1, keepdim=True)
+    return x.abs().mean(1, keepdim=True)  # SUMMARY_ABSMEAN
 
 
 def _square(conv: nn.Module) -> Tuple[int, int, int]:
@@ -57,7 +60,7 @@ class ACSGateExec(nn.Module):
 
     def __init__(self, gate: ACSGate) -> None:
         super().__init__()
-        self.source, self.out_channels = gate.reads, gate.out_channels
+        self.reads, self.out_channels = gate.reads, gate.out_channels
         self.convs = [_square(gate.conv_a), _square(gate.conv_b)]
         a, b = grouped(gate.conv_a), grouped(gate.conv_b)
         reduce = frozen(gate.reduce.weight).flatten(1)
@@ -113,7 +116,7 @@ class DDIGateExec(nn.Module):
 
     def __init__(self, gate: DDIGate) -> None:
         super().__init__()
-        self.source, self.out_channels = gate.reads, gate.out_channels
+        self.reads, self.out_channels = gate.reads, gate.out_channels
         self.convs = [_square(gate.conv)]
         self.k, self.s, self.p = self.convs[0]
         c = grouped(gate.conv)
@@ -145,7 +148,7 @@ class AIGGateExec(nn.Module):
 
     def __init__(self, gate: AIGGate) -> None:
         super().__init__()
-        self.source, self.out_channels, self.convs = gate.reads, gate.out_channels, []
+        self.reads, self.out_channels, self.convs = gate.reads, gate.out_channels, []
         scale, shift = bn_affine(gate.bn)
         squeeze = frozen(gate.squeeze.weight) * scale[:, None]  # BN folded into the squeeze
         self.register_buffer("squeeze", squeeze.t().contiguous())  # (C, width): input-major
@@ -171,7 +174,7 @@ class FBSGateExec(nn.Module):
 
     def __init__(self, gate: FBSGate) -> None:
         super().__init__()
-        self.source, self.out_channels, self.convs = gate.reads, gate.out_channels, []
+        self.reads, self.out_channels, self.convs = gate.reads, gate.out_channels, []
         self.kept = gate.kept
         self.register_buffer("weight", frozen(gate.saliency.weight).t().contiguous())  # (C, k): input-major
         self.register_buffer("bias", frozen(gate.saliency.bias)[None].contiguous())
@@ -206,4 +209,12 @@ def gate_executor(gate: Gate, native: bool = False) -> nn.Module:
     return executor(gate)
 
 
-__all__ = ["ACSGateExec", "AIGGateExec", "DDIGateExec", "FBSGateExec", "NativeACSGateExec", "gate_executor", "summarize"]
+__all__ = [
+    "ACSGateExec",
+    "AIGGateExec",
+    "DDIGateExec",
+    "FBSGateExec",
+    "NativeACSGateExec",
+    "gate_executor",
+    "summarize_sample",
+]

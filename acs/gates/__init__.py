@@ -1,12 +1,13 @@
 """Gates: per-sample channel keep-masks behind one interface (``create_gate(name, in, k)``)."""
 from acs.gates.acs_gate import ACSGate
 from acs.gates.base import (
+    GATES,
     Gate,
     GateOutput,
     GateSpec,
     LogitGate,
+    check_gate,
     create_gate,
-    gate_options,
     list_gates,
     register_gate,
     run_gate,
@@ -23,8 +24,9 @@ __all__ = [
     "GateOutput",
     "GateSpec",
     "LogitGate",
+    "GATES",
+    "check_gate",
     "create_gate",
-    "gate_options",
     "list_gates",
     "register_gate",
     "run_gate",

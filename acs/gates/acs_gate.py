@@ -7,8 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from acs.cost import conv_output_size, layer_macs
-from acs.gates.base import LogitGate, check_width, keep_logit, register_gate
+from acs.gates.base import SUMMARY_SUBSAMPLED, LogitGate, check_width, keep_logit, register_gate
 from acs.ops import DGConv2d
+
+#: The kinds of 3×3 convolution inside the gate: ACS-DG, and its two ablations.
+CONVS = ("dgconv", "dense", "group")
 
 
 @register_gate("acs")
@@ -23,7 +26,7 @@ class ACSGate(LogitGate):
     see :mod:`acs.ops.binary`; evaluation always thresholds at 0.5.
     """
 
-    reads = "sub"
+    reads = SUMMARY_SUBSAMPLED
 
     def __init__(
         self,
@@ -38,14 +41,15 @@ class ACSGate(LogitGate):
     ) -> None:
         super().__init__(in_channels, out_channels, estimator, temperature)
         check_width(width)
-        if conv not in ("dgconv", "dense", "group"):
-            raise ValueError(f"gate conv must be 'dgconv', 'dense' or 'group', got '{conv}'")
+        if conv not in CONVS:
+            raise ValueError(f"gate.conv must be one of {', '.join(CONVS)}, got '{conv}'")
         if (conv == "group") != (groups is not None):
             raise ValueError(
-                f"gate groups is the group count of conv 'group' (and only of it); got conv '{conv}', groups {groups}"
+                f"gate.groups is the group count of gate.conv=group (and only of it); "
+                f"got conv '{conv}', groups {groups}"
             )
         if conv == "group" and (groups < 1 or width % groups):
-            raise ValueError(f"gate groups must divide the gate width {width}, got {groups}")
+            raise ValueError(f"gate.groups must divide gate.width={width}, got {groups}")
         self.reduce = nn.Conv2d(in_channels, width, 1, stride=2, bias=False)
         self.conv_a = self._conv3x3(conv, width, 2, groups)
         self.bn = nn.BatchNorm2d(width)

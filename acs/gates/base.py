@@ -1,18 +1,16 @@
 """The gate interface and registry: a gate maps a layer's input to an N × k binary keep-mask."""
 from __future__ import annotations
 
-import difflib
-import inspect
 import math
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Type, Union
+from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Sequence, Type, Union
 
 from torch import Tensor, nn
 
 from acs.cost import MacMeter
 from acs.ops import binary_keep, check_estimator
+from acs.registry import Registry
 
 GateSpec = Union[None, str, Mapping[str, Any]]
-_GATES: Dict[str, Optional[Type["Gate"]]] = {"none": None}
 
 
 class GateOutput(NamedTuple):
@@ -30,25 +28,31 @@ class GateOutput(NamedTuple):
     scale: Optional[Tensor] = None
 
 
+# What a gate reads of its input (its ``reads``), as ints so that TorchScript (the deployment
+# executor, acs/deploy/) and the native kernels (acs/deploy/native/executor.cpp, which mirrors
+# them) dispatch on the same values. SUMMARIES[reads] is the summary's name, for messages.
+SUMMARY_INPUT, SUMMARY_SUBSAMPLED, SUMMARY_MEAN, SUMMARY_ABSMEAN = 0, 1, 2, 3
 SUMMARIES = ("input", "sub", "mean", "absmean")
 
 
-def summarize(x: Tensor, kind: str) -> Tensor:
-    """What a gate reads of its input ``x`` (N × C × H × W), by its ``reads``: the input itself,
-    every other pixel (what a stride-2 1×1 conv reads), or the global average pool of ``x`` or of
-    ``|x|`` (N × C). Each is computed per channel, so the summary of a concatenation is the
-    concatenation of the summaries: a DenseNet extends it by the new channels of every layer
-    instead of re-reading the whole input for every gate, which in training also spares scattering
-    each gate's gradient back into a full-size copy of the input."""
-    if kind == "sub":
+def summarize(x: Tensor, reads: int) -> Tensor:
+    """What a gate reads of its input ``x`` (N × C × H × W), by its ``reads``: the input itself
+    (:data:`SUMMARY_INPUT`), every other pixel (:data:`SUMMARY_SUBSAMPLED`, what a stride-2 1×1
+    conv reads), or the global average pool of ``x`` or of ``|x|`` (:data:`SUMMARY_MEAN`,
+    :data:`SUMMARY_ABSMEAN`; N × C). Each is computed per channel, so the summary of a
+    concatenation is the concatenation of the summaries: a DenseNet extends it by the new channels
+    of every layer instead of re-reading the whole input for every gate, which in training also
+    spares scattering each gate's gradient back into a full-size copy of the input."""
+    if reads == SUMMARY_SUBSAMPLED:
         return x[:, :, ::2, ::2]
-    if kind == "mean":
+    if reads == SUMMARY_MEAN:
         return x.mean((2, 3))
-    if kind == "absmean":
+    if reads == SUMMARY_ABSMEAN:
         return x.abs().mean((2, 3))
-    if kind == "input":
+    if reads == SUMMARY_INPUT:
         return x
-    raise ValueError(f"unknown gate summary '{kind}'; expected one of {', '.join(SUMMARIES)}")
+    names = ", ".join(f"{value} ({name})" for value, name in enumerate(SUMMARIES))
+    raise ValueError(f"unknown gate summary {reads!r}; expected one of {names}")
 
 
 class Gate(nn.Module):
@@ -61,7 +65,7 @@ class Gate(nn.Module):
     forward pass per decision and nothing stateful between batches.
     """
 
-    reads = "input"
+    reads = SUMMARY_INPUT
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -83,7 +87,7 @@ class Gate(nn.Module):
 class LogitGate(Gate):
     """A gate whose mask is drawn from per-channel keep logits by one of the estimators of
     :mod:`acs.ops.binary` (``ste`` or ``gumbel`` with ``temperature``); evaluation always
-    thresholds the keep probability at 0.5. Subclasses implement :meth:`logits`."""
+    thresholds the keep probability at 0.5. Subclasses implement :meth:`score`."""
 
     def __init__(self, in_channels: int, out_channels: int, estimator: str, temperature: float) -> None:
         super().__init__(in_channels, out_channels)
@@ -98,10 +102,6 @@ class LogitGate(Gate):
         """Keep logits (N × k) of the input ``x``."""
         return self.score(summarize(x, self.reads))
 
-    def probabilities(self, x: Tensor) -> Tensor:
-        """Soft keep probabilities (N × k) before thresholding."""
-        return self.logits(x).sigmoid()
-
     def decide(self, summary: Tensor) -> GateOutput:
         return GateOutput(*binary_keep(self.score(summary), self.estimator, self.temperature, self.training))
 
@@ -109,28 +109,28 @@ class LogitGate(Gate):
 def check_width(width: int) -> None:
     """The channel count inside a gate (every gate design with a hidden width checks it alike)."""
     if width < 1:
-        raise ValueError(f"gate width must be positive, got {width}")
+        raise ValueError(f"gate.width must be >= 1, got {width}")
 
 
 def keep_logit(init_keep: float) -> float:
     """The logit of an initial keep probability, which a gate's output bias starts at."""
     if not 0.0 < init_keep < 1.0:
-        raise ValueError(f"gate init_keep must lie strictly between 0 and 1, got {init_keep}")
+        raise ValueError(f"gate.init_keep must lie in (0, 1), got {init_keep}")
     return math.log(init_keep / (1.0 - init_keep))
 
 
+# "none" is an ungated layer: a registered name whose entry builds nothing.
+GATES: Registry[Optional[Type["Gate"]]] = Registry("gate")
+GATES.add("none", None)
+
+
 def register_gate(name: str) -> Callable[[Type[Gate]], Type[Gate]]:
-    def decorator(cls: Type[Gate]) -> Type[Gate]:
-        if name in _GATES:
-            raise ValueError(f"gate '{name}' is registered twice")
-        _GATES[name] = cls
-        return cls
-
-    return decorator
+    """Class decorator: makes the gate available to :func:`create_gate` as ``name``."""
+    return GATES.register(name)
 
 
-def list_gates() -> list:
-    return sorted(_GATES)
+def list_gates() -> List[str]:
+    return GATES.names()
 
 
 def create_gate(spec: GateSpec, in_channels: int, out_channels: int) -> Optional[Gate]:
@@ -144,24 +144,15 @@ def create_gate(spec: GateSpec, in_channels: int, out_channels: int) -> Optional
         return None
     options = {"name": spec} if isinstance(spec, str) else {k: v for k, v in spec.items() if v is not None}
     name = options.pop("name", None)
-    if name not in _GATES:
-        close = difflib.get_close_matches(str(name), _GATES, n=2)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown gate '{name}'{hint}; available: {', '.join(list_gates())}")
-    cls = _GATES[name]
-    if cls is None:
-        return None
-    accepted = gate_options(name)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(f"gate '{name}' has no option {', '.join(unknown)}; its options: {', '.join(accepted)}")
-    return cls(in_channels, out_channels, **options)
+    cls = GATES.get(name)
+    GATES.check_options(name, options)
+    return None if cls is None else cls(in_channels, out_channels, **options)
 
 
-def gate_options(name: str) -> List[str]:
-    """The options (constructor keywords after the channel counts) of a registered gate."""
-    cls = _GATES[name]
-    return [] if cls is None else list(inspect.signature(cls).parameters)[2:]
+def check_gate(spec: GateSpec) -> None:
+    """ValueError, with the gate's own message, unless ``spec`` builds a gate: every rule on a
+    gate's options lives in its constructor, so building one for a 1 → 1 layer checks them all."""
+    create_gate(spec, 1, 1)
 
 
 def run_gate(

@@ -20,7 +20,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from acs.cost import conv_output_size, layer_macs
-from acs.gates.base import Gate, GateOutput, LogitGate, check_width, keep_logit, register_gate
+from acs.gates.base import (
+    SUMMARY_ABSMEAN,
+    SUMMARY_MEAN,
+    SUMMARY_SUBSAMPLED,
+    Gate,
+    GateOutput,
+    LogitGate,
+    check_width,
+    keep_logit,
+    register_gate,
+)
 
 
 @register_gate("ddi")
@@ -28,7 +38,7 @@ class DDIGate(LogitGate):
     """The DDI gate that ACS-GN was derived from: ``1×1 conv (C_in→w, stride 2) → BN → ReLU →
     3×3 conv (w→w) → global average pool → linear with bias (w→k) → sigmoid → 0.5 threshold``."""
 
-    reads = "sub"
+    reads = SUMMARY_SUBSAMPLED
 
     def __init__(
         self,
@@ -71,7 +81,7 @@ class AIGGate(LogitGate):
     is counted so; a deployment could fold it into one ``w→k`` layer.
     """
 
-    reads = "mean"
+    reads = SUMMARY_MEAN
 
     def __init__(
         self,
@@ -135,12 +145,12 @@ class FBSGate(Gate):
     depth (FBS gates the conv input of a post-activation network, where this loop does not arise).
     """
 
-    reads = "absmean"
+    reads = SUMMARY_ABSMEAN
 
     def __init__(self, in_channels: int, out_channels: int, density: float = 0.5) -> None:
         super().__init__(in_channels, out_channels)
         if not 0.0 < density <= 1.0:
-            raise ValueError(f"gate density must lie in (0, 1], got {density}")
+            raise ValueError(f"gate.density must lie in (0, 1], got {density}")
         # Rounded first, so that a density such as 1/3 of 12 channels keeps 4, not 5.
         self.kept = math.ceil(round(density * out_channels, 9))
         self.saliency = nn.Linear(in_channels, out_channels)

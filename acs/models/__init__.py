@@ -4,6 +4,6 @@ from acs.models import (
     resnext,  # noqa: F401
 )
 from acs.models.base import AcsModel, Output
-from acs.models.registry import create_model, list_models, model_entrypoint, register_model
+from acs.models.registry import MODELS, create_model, list_models, register_model
 
-__all__ = ["AcsModel", "Output", "create_model", "list_models", "model_entrypoint", "register_model"]
+__all__ = ["MODELS", "AcsModel", "Output", "create_model", "list_models", "register_model"]

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from acs.cost import MacMeter
 from acs.gates import GateOutput, GateSpec, create_gate, run_gate, summarize
+from acs.gates.base import SUMMARY_INPUT
 from acs.models.base import AcsModel
 from acs.models.layers import conv3x3, extend_live
 from acs.models.registry import register_model
@@ -131,16 +132,16 @@ class DenseNet(AcsModel):
         for index, block in enumerate(self.blocks):
             # What the block's gates read of the growing input, extended layer by layer (see
             # acs.gates.summarize); gates that read the input itself need no copy of it.
-            reads = {layer.gate.reads for layer in block if layer.gate is not None and not meter.dense}
-            kind = reads.pop() if len(reads) == 1 else "input"
-            summary = None if kind == "input" else summarize(x, kind)
+            gate_reads = {layer.gate.reads for layer in block if layer.gate is not None and not meter.dense}
+            reads = gate_reads.pop() if len(gate_reads) == 1 else SUMMARY_INPUT
+            summary = None if reads == SUMMARY_INPUT else summarize(x, reads)
             for layer in block:
                 new, decision = layer(x, live, meter, summary)
                 mask = None if decision is None else decision.mask
                 live = extend_live(live, x.shape[1], mask, new.shape[1], new.shape[0])
                 x = torch.cat([x, new], 1)
                 if summary is not None:
-                    summary = torch.cat([summary, summarize(new, kind)], 1)
+                    summary = torch.cat([summary, summarize(new, reads)], 1)
                 if decision is not None:
                     decisions.append(decision)
             if index < len(self.transitions):

@@ -29,9 +29,9 @@ def binarize_ste(value: Tensor, threshold: float = 0.0) -> Tensor:
 def check_estimator(estimator: str, temperature: float) -> None:
     """ValueError unless ``estimator`` is one of :data:`ESTIMATORS` and ``temperature`` > 0."""
     if estimator not in ESTIMATORS:
-        raise ValueError(f"gate estimator must be one of {', '.join(ESTIMATORS)}, got '{estimator}'")
+        raise ValueError(f"gate.estimator must be one of {', '.join(ESTIMATORS)}, got '{estimator}'")
     if not temperature > 0:
-        raise ValueError(f"gate temperature must be > 0, got {temperature}")
+        raise ValueError(f"gate.temperature must be > 0, got {temperature}")
 
 
 def binary_keep(logits: Tensor, estimator: str, temperature: float, training: bool) -> Tuple[Tensor, Tensor]:

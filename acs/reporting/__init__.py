@@ -3,6 +3,7 @@ from .jobs import JobResult, ReportError, collect_jobs
 from .pareto import pareto_front
 from .run_logger import RunLogger, WandbLogger, create_logger
 from .sweep_report import Report, write_report
+from .wandb_run import log_run_end
 from .wandb_sweep import log_sweep_summary
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "WandbLogger",
     "collect_jobs",
     "create_logger",
+    "log_run_end",
     "log_sweep_summary",
     "pareto_front",
     "write_report",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
+from acs.files import atomic_write
 from acs.reporting.jobs import (
     FIXED_COLUMNS,
     JobResult,
@@ -26,7 +27,6 @@ from acs.reporting.jobs import (
 )
 from acs.reporting.pareto import PlotPoint, pareto_front, plot_pareto, short_label
 from acs.reporting.seeds import over_seeds, render_over_seeds
-from acs.training.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -8,10 +8,10 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig
 
 from acs.data import DatasetNotFoundError
+from acs.files import write_json
 from acs.training.checkpoint import CheckpointError
 from acs.training.config import ConfigError, validate
 from acs.training.engine import TrainingDiverged
-from acs.training.files import write_json
 
 # Failures that are the user's input or environment, reported as one line rather than a traceback.
 USER_ERRORS = (ConfigError, DatasetNotFoundError, CheckpointError, TrainingDiverged)

@@ -15,10 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from acs.data import dataset_info
+from acs.files import write_json
 from acs.timing import time_interleaved
 from acs.training.builders import build_model, seed_everything, select_device
 from acs.training.engine import StepContext
-from acs.training.files import write_json
 
 log = logging.getLogger(__name__)
 

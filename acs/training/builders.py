@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random
 
@@ -12,9 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from acs.data import Loaders, build_loaders
-from acs.models import model_entrypoint
+from acs.models import MODELS, create_model
 from acs.training import distributed
-from acs.training.config import ConfigError
+from acs.training.config import ConfigError, check_device
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +21,7 @@ log = logging.getLogger(__name__)
 def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trainer.device=cuda but no CUDA device is available")
+    check_device(name)
     return torch.device(name)
 
 
@@ -70,27 +68,15 @@ def build_model(model_cfg: DictConfig, gate_cfg: DictConfig, num_classes: int, i
 
     Options a model family does not have are config errors, not silently dropped arguments.
     """
-    factory = model_entrypoint(model_cfg.name)
-    accepted = inspect.signature(factory).parameters
     kwargs = {"num_classes": num_classes, "in_channels": in_channels}
     gate = OmegaConf.to_container(gate_cfg, resolve=True)
-    if "gate" in accepted:
+    if "gate" in MODELS.options(model_cfg.name):
         kwargs["gate"] = gate
     elif gate["name"] != "none":
         raise ConfigError(f"model {model_cfg.name} has no per-sample gates; run it with gate=none")
-    if model_cfg.conv is not None:
-        if "conv" not in accepted:
-            raise ConfigError(f"model {model_cfg.name} has no model.conv option")
-        kwargs["conv"] = model_cfg.conv
-    if model_cfg.groups is not None:
-        if "groups" not in accepted:
-            raise ConfigError(f"model {model_cfg.name} has no model.groups option")
-        kwargs["groups"] = model_cfg.groups
-    if model_cfg.pretrained:
-        if "pretrained" not in accepted:
-            raise ConfigError(f"model {model_cfg.name} has no pretrained weights")
-        kwargs["pretrained"] = True
+    options = {"conv": model_cfg.conv, "groups": model_cfg.groups, "pretrained": model_cfg.pretrained or None}
+    kwargs.update((key, value) for key, value in options.items() if value is not None)
     try:
-        return factory(**kwargs)
+        return create_model(model_cfg.name, **kwargs)
     except ValueError as error:
         raise ConfigError(str(error)) from error

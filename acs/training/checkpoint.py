@@ -5,14 +5,15 @@ from __future__ import annotations
 import pickle
 import random
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from acs.training.files import atomic_write
+from acs.files import atomic_write
 
 FORMAT = "acs-checkpoint-1"
 
@@ -69,6 +70,71 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Dict[str, Any]
         optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError) as error:
         raise CheckpointError(f"{path}: its optimizer state does not fit this run's optimizer ({error})") from error
+
+
+class TrainingParts(NamedTuple):
+    """What a training checkpoint restores into: the model and its optimisation state."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+
+@dataclass
+class Progress:
+    """How far a run has come: epochs done, its best epoch so far (epoch, metric, value and that
+    epoch's metrics) and its W&B run id (so that a resumed run logs into the same W&B run)."""
+
+    epoch: int = 0
+    best: Optional[Dict[str, Any]] = None
+    wandb_id: Optional[str] = None
+
+    def finish_epoch(self, record: Dict[str, Any], metric: str) -> bool:
+        """Counts the epoch whose metrics are ``record``; True when it is the best so far by ``metric``."""
+        self.epoch = record["epoch"]
+        improved = self.best is None or record[metric] > self.best["value"]
+        if improved:
+            self.best = {"epoch": self.epoch, "metric": metric, "value": record[metric], "metrics": record}
+        return improved
+
+
+def save_training_state(
+    paths: Sequence[Path], parts: TrainingParts, progress: Progress, model_name: str, config: Dict[str, Any],
+    dense_macs: int,
+) -> None:  # fmt: skip
+    """Writes one training checkpoint to each of ``paths``: the model and optimisation state, the
+    progress, every RNG state, and what the model is (``model_name``, the resolved ``config``, its
+    ``dense_macs``) for evaluation and deployment. :func:`load_training_state` reads it back."""
+    state = {
+        "model_name": model_name,
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict(),
+        "epoch": progress.epoch,
+        "best": progress.best,
+        "rng": rng_state(),
+        "wandb_id": progress.wandb_id,
+        "config": config,
+        "dense_macs": dense_macs,
+    }
+    for path in paths:
+        save_checkpoint(path, state)
+
+
+def load_training_state(
+    path: Union[str, Path], parts: TrainingParts, model_name: str, map_location: Union[str, torch.device] = "cpu"
+) -> Progress:
+    """Restores a checkpoint of :func:`save_training_state` into ``parts`` and the RNGs; returns its
+    progress. A checkpoint of another model or optimizer layout is a CheckpointError."""
+    state = load_checkpoint(path, map_location=map_location)
+    load_model_state(parts.model, state, model_name, path)
+    load_optimizer_state(parts.optimizer, state, path)
+    parts.scheduler.load_state_dict(state["scheduler"])
+    parts.scaler.load_state_dict(state["scaler"])
+    restore_rng_state(state["rng"])
+    return Progress(state["epoch"], state["best"], state["wandb_id"])
 
 
 def rng_state() -> Dict[str, Any]:

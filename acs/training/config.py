@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 MODES = ("train", "eval", "benchmark")
 LOSSES = ("xent", "adjust")
@@ -20,7 +20,6 @@ SCHEDULERS = ("multistep", "step", "cosine", "linear", "constant")
 REGULARIZERS = ("flops", "target_rate", "l1", "none")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("bf16", "fp16", "fp32")
-LOGGERS = ("wandb", "none")
 
 
 class ConfigError(ValueError):
@@ -164,33 +163,20 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _validate_gate(gate: DictConfig) -> None:
-    """The options that are set must be the gate's own and hold good values."""
-    from acs.gates import gate_options
-    from acs.ops import ESTIMATORS
+    """The options that are set must be the gate's own and hold good values: the gate's own rules."""
+    from acs.gates import check_gate
 
-    if gate.name != "none":
-        own = gate_options(gate.name)
-        foreign = [k for k, v in gate.items() if k != "name" and v is not None and k not in own]
-        _check(not foreign, f"gate {gate.name} has no option {', '.join(foreign)}; its options: {', '.join(own)}")
-    if gate.init_keep is not None:
-        _check(0 < gate.init_keep < 1, f"gate.init_keep must lie in (0, 1), got {gate.init_keep}")
-    if gate.conv is not None:
-        _choice(gate.conv, "gate.conv", ("dgconv", "dense", "group"))
-    if gate.groups is not None or gate.conv == "group":
-        _check(gate.conv == "group", f"gate.groups applies to gate.conv=group only, got gate.conv={gate.conv}")
-        _check(
-            gate.groups is not None and gate.groups >= 1, f"gate.conv=group needs gate.groups >= 1, got {gate.groups}"
-        )
-        if gate.width is not None:
-            _check(gate.width % gate.groups == 0, f"gate.groups={gate.groups} must divide gate.width={gate.width}")
-    if gate.width is not None:
-        _check(gate.width >= 1, f"gate.width must be >= 1, got {gate.width}")
-    if gate.estimator is not None:
-        _choice(gate.estimator, "gate.estimator", ESTIMATORS)
-    if gate.temperature is not None:
-        _check(gate.temperature > 0, f"gate.temperature must be > 0, got {gate.temperature}")
-    if gate.density is not None:
-        _check(0 < gate.density <= 1, f"gate.density must lie in (0, 1], got {gate.density}")
+    try:
+        check_gate(OmegaConf.to_container(gate, resolve=True))
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+
+
+def check_device(name: str) -> None:
+    """ConfigError unless the device ``trainer.device`` names exists here."""
+    import torch
+
+    _check(name != "cuda" or torch.cuda.is_available(), "trainer.device=cuda but no CUDA device is available")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -198,6 +184,7 @@ def validate(cfg: DictConfig) -> None:
     from acs.data import list_datasets
     from acs.gates import list_gates
     from acs.models import list_models
+    from acs.reporting.run_logger import LOGGERS
 
     _choice(cfg.mode, "mode", MODES)
     _choice(cfg.loss, "loss", LOSSES)
@@ -239,7 +226,4 @@ def validate(cfg: DictConfig) -> None:
     _check(bench.batch_size is None or bench.batch_size >= 1, "benchmark.batch_size must be >= 1 (or null)")
     _validate_gate(cfg.gate)
     _check(cfg.mode != "eval" or cfg.ckpt_path, "mode=eval needs ckpt_path=<checkpoint file>")
-    if cfg.trainer.device == "cuda":
-        import torch
-
-        _check(torch.cuda.is_available(), "trainer.device=cuda but no CUDA device is available")
+    check_device(cfg.trainer.device)

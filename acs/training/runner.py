@@ -14,20 +14,20 @@ from typing import Any, Dict, List, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from acs.reporting import create_logger
+from acs.files import append_jsonl, read_jsonl, rewrite_jsonl, write_json
+from acs.reporting import create_logger, log_run_end
 from acs.training import distributed
 from acs.training.builders import build_data, build_model, seed_everything, select_device
 from acs.training.checkpoint import (
+    Progress,
+    TrainingParts,
     load_checkpoint,
     load_model_state,
-    load_optimizer_state,
-    restore_rng_state,
-    rng_state,
-    save_checkpoint,
+    load_training_state,
+    save_training_state,
 )
 from acs.training.config import Config
 from acs.training.engine import StepContext, run_epoch
-from acs.training.files import append_jsonl, read_jsonl, rewrite_jsonl, write_json
 from acs.training.objective import build_regularizer
 from acs.training.optim import build_optimizer, build_scheduler
 
@@ -35,10 +35,10 @@ log = logging.getLogger(__name__)
 
 
 class Run:
-    """Everything one job owns: its config, folder, data, model and optimisation state."""
+    """Everything one job owns: its config, folder, data and model."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[str] = None):
-        self.cfg, self.run_dir, self.overrides, self.group = cfg, Path(run_dir), list(overrides), group
+    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: List[str]):
+        self.cfg, self.run_dir, self.overrides = cfg, Path(run_dir), list(overrides)
         self.checkpoints = self.run_dir / "checkpoints"
         self.metrics_path, self.summary_path = self.run_dir / "metrics.jsonl", self.run_dir / "summary.json"
         self.started = time.time()
@@ -51,6 +51,8 @@ class Run:
             self.model.to(memory_format=torch.channels_last)
         self.dense_macs = self.model.dense_macs(self.loaders.input_size)
         self.params = sum(p.numel() for p in self.model.parameters())
+        # The metric that picks the best checkpoint: never the test set when a validation set exists.
+        self.select = "val/acc1" if self.loaders.val is not None else "test/acc1"
         distributed.seed_rank(cfg.seed, 0)
 
     def step_context(self, regularizer=None) -> StepContext:
@@ -92,108 +94,35 @@ class Run:
         )
 
 
-def _resume_source(cfg: DictConfig, run_dir: Path) -> Optional[Path]:
-    if cfg.ckpt_path:
-        return Path(cfg.ckpt_path)
-    last = run_dir / "checkpoints" / "last.pt"
-    if cfg.resume:
-        if last.is_file():
-            return last
-        log.warning("resume=true but %s does not exist: starting from scratch", last)
-    return None
-
-
 def train(cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[str] = None) -> Dict[str, Any]:
     """Trains ``cfg.trainer.max_epochs`` epochs (or what is left of them), testing every epoch."""
-    run = Run(cfg, run_dir, overrides, group)
-    if cfg.trainer.sync_bn:
-        run.model = distributed.sync_batchnorm(run.model, run.device)
-    model = run.model
-    optimizer = build_optimizer(cfg.optimizer, model)
-    scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.trainer.max_epochs)
-    use_scaler = run.device.type == "cuda" and cfg.trainer.precision == "fp16"
-    scaler = torch.amp.GradScaler(run.device.type, enabled=use_scaler)
+    run = Run(cfg, run_dir, overrides)
+    parts = _training_parts(run)
     ctx = run.step_context(build_regularizer(cfg.regularizer, run.dense_macs))
-    select = "val/acc1" if run.loaders.val is not None else "test/acc1"
-    start_epoch, best, wandb_id = 0, None, None
-
-    source = _resume_source(cfg, run.run_dir)
-    if source is not None:
-        state = load_checkpoint(source, map_location=run.device)
-        load_model_state(model, state, cfg.model.name, source)
-        load_optimizer_state(optimizer, state, source)
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
-        start_epoch, best, wandb_id = state["epoch"], state["best"], state["wandb_id"]
-        distributed.seed_rank(cfg.seed, start_epoch)
-        # Lines of epochs after the checkpoint belong to work that is about to be redone.
-        rewrite_jsonl(run.metrics_path, [r for r in read_jsonl(run.metrics_path) if r["epoch"] <= start_epoch])
-        log.info("resumed from %s after epoch %d", source, start_epoch)
-
-    net = distributed.wrap(model, run.device)  # trains; ``model`` itself is evaluated and saved
-    if cfg.trainer.compile:
-        # Training steps only: they dominate the run time, and evaluation then needs no recompilation
-        # for its other batch size and mode.
-        net = torch.compile(net)
+    progress = _resume(run, parts)
+    net = _training_net(run)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    write_json(run.summary_path, run.summary("running", epochs_completed=start_epoch))
+    write_json(run.summary_path, run.summary("running", epochs_completed=progress.epoch))
     logger = create_logger(
         cfg.logger.name if distributed.is_main() else "none",
         OmegaConf.to_container(cfg.logger.get("wandb", {}), resolve=True),
         run.run_dir,
         resolved,
         group=group,
-        resume_id=wandb_id,
+        resume_id=progress.wandb_id,
         run_name=run.run_name(),
     )
+    progress.wandb_id = logger.run_id
     record: Dict[str, Any] = {}
     try:
         with logger:
-            for epoch in range(start_epoch, cfg.trainer.max_epochs):
-                tic = time.time()
-                run.loaders.set_epoch(epoch)
-                label = f"epoch {epoch + 1}/{cfg.trainer.max_epochs} "
-                lr = optimizer.param_groups[0]["lr"]
-                record = {"epoch": epoch + 1, "lr": lr}
-                record.update(
-                    run_epoch(
-                        net, run.loaders.train, "train", run.dense_macs, ctx, optimizer, scaler, label + "train"
-                    )
-                )
-                record.update(run.evaluate(ctx, label))
-                record["time_s"] = round(time.time() - tic, 3)
-                scheduler.step()
+            for epoch in range(progress.epoch, cfg.trainer.max_epochs):
+                record = _train_epoch(run, net, parts, ctx, epoch)
                 append_jsonl(run.metrics_path, record)
                 logger.log_metrics(record, step=epoch + 1)
-                log.info(
-                    "epoch %d: train loss %.4f acc %.2f | %s %.2f | compute %.1f%%",
-                    epoch + 1,
-                    record["train/loss"],
-                    record["train/acc1"],
-                    select,
-                    record[select],
-                    100 * record["test/compute_ratio"],
-                )
-                improved = best is None or record[select] > best["value"]
-                if improved:
-                    best = {"epoch": epoch + 1, "metric": select, "value": record[select], "metrics": record}
-                state = {
-                    "model_name": cfg.model.name,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "epoch": epoch + 1,
-                    "best": best,
-                    "rng": rng_state(),
-                    "wandb_id": logger.run_id,
-                    "config": resolved,
-                    "dense_macs": run.dense_macs,
-                }
-                if improved:
-                    save_checkpoint(run.checkpoints / "best.pt", state)
-                save_checkpoint(run.checkpoints / "last.pt", state)
+                improved = progress.finish_epoch(record, run.select)
+                paths = [run.checkpoints / "best.pt"] * improved + [run.checkpoints / "last.pt"]
+                save_training_state(paths, parts, progress, cfg.model.name, resolved, run.dense_macs)
                 write_json(run.summary_path, run.summary("running", epochs_completed=epoch + 1))
             if not record:  # resumed a finished run: report what the checkpoint holds
                 record = run.evaluate(ctx, "final ")
@@ -201,12 +130,11 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[
                 "completed",
                 epochs_completed=cfg.trainer.max_epochs,
                 final=record,
-                best=best,
+                best=progress.best,
                 checkpoints={"last": str(run.checkpoints / "last.pt"), "best": str(run.checkpoints / "best.pt")},
             )
             write_json(run.summary_path, summary)
-            logger.log_summary(_flat_summary(summary))
-            logger.log_rich(lambda wandb: _keep_rate_chart(wandb, record))
+            log_run_end(logger, summary)
             final_test = record.get("test/acc1", float("nan"))
             log.info("done: test acc1 %.2f at %.1f%% compute", final_test, 100 * record.get("test/compute_ratio", 1))
             log.info("summary: %s | checkpoints: %s", run.summary_path, run.checkpoints)
@@ -216,24 +144,72 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[
     return summary
 
 
-def _keep_rate_chart(wandb, record: Dict[str, Any]) -> Dict[str, Any]:
-    """A bar chart of the test keep rate of every gated layer (nothing for ungated models)."""
-    rates = [[key.rsplit("/", 1)[1], value] for key, value in record.items() if key.startswith("test/keep/")]
-    if not rates:
-        return {}
-    table = wandb.Table(data=rates, columns=["layer", "keep_rate"])
-    return {
-        "test/keep_rate_per_layer": wandb.plot.bar(table, "layer", "keep_rate", title="Test keep rate per gated layer")
-    }
+def _training_parts(run: Run) -> TrainingParts:
+    """The model to train (with SyncBatchNorm where asked) and its optimizer, schedule and AMP scaler."""
+    cfg = run.cfg
+    if cfg.trainer.sync_bn:
+        run.model = distributed.sync_batchnorm(run.model, run.device)
+    optimizer = build_optimizer(cfg.optimizer, run.model)
+    scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.trainer.max_epochs)
+    use_scaler = run.device.type == "cuda" and cfg.trainer.precision == "fp16"
+    return TrainingParts(run.model, optimizer, scheduler, torch.amp.GradScaler(run.device.type, enabled=use_scaler))
 
 
-def _flat_summary(summary: Dict[str, Any]) -> Dict[str, Any]:
-    """Final metrics under their own names (so W&B panels over a group need no editing), best under best/."""
-    flat = {k: v for k, v in summary["final"].items() if "/keep/" not in k}
-    if summary.get("best"):
-        flat.update({f"best/{k}": v for k, v in summary["best"]["metrics"].items() if "/keep/" not in k})
-    flat.update(params=summary["params"], dense_macs=summary["dense_macs"], run_time_s=summary["run_time_s"])
-    return flat
+def _resume(run: Run, parts: TrainingParts) -> Progress:
+    """The progress of the checkpoint the run continues from (``ckpt_path``, or its own ``last.pt``
+    with ``resume=true``), restored into ``parts``; a fresh start otherwise."""
+    cfg = run.cfg
+    source = Path(cfg.ckpt_path) if cfg.ckpt_path else None
+    last = run.checkpoints / "last.pt"
+    if source is None and cfg.resume:
+        if last.is_file():
+            source = last
+        else:
+            log.warning("resume=true but %s does not exist: starting from scratch", last)
+    if source is None:
+        return Progress()
+    progress = load_training_state(source, parts, cfg.model.name, map_location=run.device)
+    distributed.seed_rank(cfg.seed, progress.epoch)
+    # Lines of epochs after the checkpoint belong to work that is about to be redone.
+    kept = [r for r in read_jsonl(run.metrics_path) if r["epoch"] <= progress.epoch]
+    rewrite_jsonl(run.metrics_path, kept)
+    log.info("resumed from %s after epoch %d", source, progress.epoch)
+    return progress
+
+
+def _training_net(run: Run) -> torch.nn.Module:
+    """What the training steps run: the model under DDP (torchrun) and ``torch.compile`` where asked;
+    the model itself is what is evaluated and saved."""
+    net = distributed.wrap(run.model, run.device)
+    if run.cfg.trainer.compile:
+        # Training steps only: they dominate the run time, and evaluation then needs no recompilation
+        # for its other batch size and mode.
+        net = torch.compile(net)
+    return net
+
+
+def _train_epoch(run: Run, net: torch.nn.Module, parts: TrainingParts, ctx: StepContext, epoch: int) -> Dict[str, Any]:
+    """One epoch of training, then evaluation and the schedule's step; returns the epoch's record."""
+    tic = time.time()
+    run.loaders.set_epoch(epoch)
+    label = f"epoch {epoch + 1}/{run.cfg.trainer.max_epochs} "
+    record: Dict[str, Any] = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"]}
+    record.update(
+        run_epoch(net, run.loaders.train, "train", run.dense_macs, ctx, parts.optimizer, parts.scaler, label + "train")
+    )
+    record.update(run.evaluate(ctx, label))
+    record["time_s"] = round(time.time() - tic, 3)
+    parts.scheduler.step()
+    log.info(
+        "epoch %d: train loss %.4f acc %.2f | %s %.2f | compute %.1f%%",
+        epoch + 1,
+        record["train/loss"],
+        record["train/acc1"],
+        run.select,
+        record[run.select],
+        100 * record["test/compute_ratio"],
+    )
+    return record
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:

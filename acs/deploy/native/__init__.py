@@ -78,7 +78,7 @@ def available() -> bool:
 
 def _register_flop_formulas() -> None:
     @register_flop_formula(torch.ops.acs.dense_layer, get_raw=True)
-    def dense_layer_flops(feat, summary, n, kind, height, width, live, dead, keep, factor, bn, w1, b1, c1, w2,
+    def dense_layer_flops(feat, summary, n, reads, height, width, live, dead, keep, factor, bn, w1, b1, c1, w2,
                           table, in_idx, out_val=None, **kwargs) -> int:  # fmt: skip
         growth = w2.shape[0] if in_idx is not None else w2.shape[1]
         kept = growth if keep is None else int(keep.sum())

@@ -127,18 +127,24 @@ ACS_VECTOR_CLONES void shifted_sum(const float* z, const float* constant, int64_
   }
 }
 
-// What the gates read of a channel (acs.gates.base.SUMMARIES): 1, every other pixel; 2, the mean;
-// 3, the mean of absolute values.
-void summarize(const float* x, int64_t kind, int64_t height, int64_t width, float* out) {
+// What a gate reads of its input (its `reads`): these mirror SUMMARY_INPUT, SUMMARY_SUBSAMPLED,
+// SUMMARY_MEAN and SUMMARY_ABSMEAN of acs/gates/base.py, and must change with them.
+constexpr int64_t kSummaryInput = 0;       // the input itself: no summary kept
+constexpr int64_t kSummarySubsampled = 1;  // every other pixel
+constexpr int64_t kSummaryMean = 2;        // the global mean
+constexpr int64_t kSummaryAbsMean = 3;     // the global mean of absolute values
+
+// What the gates read (reads, any but kSummaryInput) of one channel x (H·W), written to out.
+void summarize(const float* x, int64_t reads, int64_t height, int64_t width, float* out) {
   const int64_t hw = height * width;
-  if (kind == 1) {
+  if (reads == kSummarySubsampled) {
     const int64_t cols = (width + 1) / 2;
     for (int64_t y = 0; y < height; y += 2)
       for (int64_t j = 0; j < width; j += 2) out[(y / 2) * cols + j / 2] = x[y * width + j];
     return;
   }
   float sum = 0.0f;
-  for (int64_t p = 0; p < hw; ++p) sum += kind == 2 ? x[p] : std::abs(x[p]);
+  for (int64_t p = 0; p < hw; ++p) sum += reads == kSummaryMean ? x[p] : std::abs(x[p]);  // else kSummaryAbsMean
   out[0] = sum / static_cast<float>(hw);
 }
 
@@ -150,7 +156,7 @@ void summarize(const float* x, int64_t kind, int64_t height, int64_t width, floa
 // with in_idx, "stacked" (each output with its own group's inputs: in_idx growth × P, w2 growth
 // × 9 × P). An optional bottleneck (w1 inputs × B with BN folded in, b1, c1 the dead inputs'
 // fold) sits before it. Returns (live channels after the layer, MACs executed).
-std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n, int64_t summary_kind,
+std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n, int64_t reads,
                                          int64_t height, int64_t width, const OptTensor& live,
                                          const OptTensor& dead, const OptTensor& keep, const OptTensor& factor,
                                          const Tensor& bn, const OptTensor& w1, const OptTensor& b1,
@@ -159,6 +165,7 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n,
   check_float(feat, "feat");
   check_float(bn, "bn");
   check_float(w2, "w2");
+  TORCH_CHECK(reads >= kSummaryInput && reads <= kSummaryAbsMean, "unknown gate summary ", reads);
   const int64_t hw = height * width, growth = in_idx.has_value() ? w2.size(0) : w2.size(1);
   TORCH_CHECK(feat.dim() == 2 && feat.size(1) == hw, "feat must be channels × H·W");
   const std::vector<int64_t> kept = true_positions(keep, growth);
@@ -228,9 +235,9 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n,
 
   float* out = feat.data_ptr<float>() + n * hw;
   const float* scale = factor.has_value() ? factor->data_ptr<float>() : nullptr;
-  const int64_t per_summary = summary_kind == 1 ? ((height + 1) / 2) * ((width + 1) / 2) : 1;
+  const int64_t per_summary = reads == kSummarySubsampled ? ((height + 1) / 2) * ((width + 1) / 2) : 1;
   float* gates_read = nullptr;
-  if (summary_kind > 0) {
+  if (reads != kSummaryInput) {
     check_float(summary, "summary");
     TORCH_CHECK(summary.numel() >= (n + k) * per_summary, "summary has no room for the layer's outputs");
     gates_read = summary.data_ptr<float>();
@@ -242,7 +249,7 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n,
       const float s = scale[kept[o]];
       for (int64_t p = 0; p < hw; ++p) dst[p] *= s;
     }
-    if (summary_kind > 0) summarize(dst, summary_kind, height, width, gates_read + (n + o) * per_summary);
+    if (reads != kSummaryInput) summarize(dst, reads, height, width, gates_read + (n + o) * per_summary);
   }
   return {n + k, macs};
 }
@@ -345,7 +352,7 @@ std::tuple<Tensor, int64_t> acs_gate(const Tensor& xs, int64_t rows, int64_t col
 
 TORCH_LIBRARY(acs, m) {
   m.def(
-      "dense_layer(Tensor(a!) feat, Tensor(b!) summary, int n, int summary_kind, int height, int width, "
+      "dense_layer(Tensor(a!) feat, Tensor(b!) summary, int n, int reads, int height, int width, "
       "Tensor? live, Tensor? dead, Tensor? keep, Tensor? factor, Tensor bn, Tensor? w1, Tensor? b1, "
       "Tensor? c1, Tensor w2, Tensor? table, Tensor? in_idx) -> (int, int)");
   m.def(

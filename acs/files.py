@@ -1,25 +1,35 @@
-"""Run-folder files that must never be seen half-written, and that only rank 0 writes (torchrun)."""
+"""Files that must never be seen half-written (checkpoints, run summaries, reports), shared by
+training and reporting. Under torchrun only rank 0 writes: every rank holds the same state."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import sys
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Mapping, Union
 
-from acs.training import distributed
+
+def _writes() -> bool:
+    """False on the ranks after the first of a torchrun process group. Looked up without importing
+    torch.distributed: a process that never imported it is not one of several ranks."""
+    dist = sys.modules.get("torch.distributed")
+    return dist is None or not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[IO[bytes]], None]) -> None:
     """Calls ``write`` on a temporary file beside ``path``, syncs it, then renames it over ``path``:
-    a crash at any moment leaves the old file or the new one, never a mixture. Under torchrun only
-    rank 0 writes (every rank holds the same state); on the other ranks this does nothing."""
-    if not distributed.is_main():
+    a crash at any moment leaves the old file or the new one, never a mixture. The file gets the
+    permissions any ``open()`` would give it under the process umask (``tempfile.mkstemp`` would
+    make it private, 0600, unreadable by colleagues on a shared file system). On torchrun ranks
+    after the first this does nothing."""
+    if not _writes():
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
@@ -49,7 +59,7 @@ def rewrite_jsonl(path: Union[str, Path], records: Iterable[Mapping[str, Any]]) 
 
 
 def append_jsonl(path: Union[str, Path], record: Mapping[str, Any]) -> None:
-    if not distributed.is_main():
+    if not _writes():
         return
     with open(path, "a") as file:
         file.write(json.dumps(record) + "\n")

@@ -1,0 +1,1 @@
+"""Training: the config schema and checks, the objective, the loop, checkpoints and the run folder."""
