@@ -1,10 +1,65 @@
-"""Shared test utilities: an independent MAC counter and DGConv materialisation."""
+"""Shared test utilities: the repository's paths, the miniature training config and how run.py is
+called, an independent MAC counter and DGConv materialisation.
+
+Test modules import these as ``from helpers import ...`` (setup.cfg puts tests/ on the path); they
+never import one another or conftest.py, which holds only fixtures.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from acs.models import AcsModel
 from acs.ops import DGConv2d
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+# A miniature but real training: densenet40 with narrow gates on tiny synthetic images, on the CPU.
+TINY = [
+    "dataset=synthetic",
+    "dataset.options.image_size=8",
+    "dataset.options.train_size=96",
+    "dataset.options.test_size=64",
+    "trainer=cpu",
+    "trainer.max_epochs=2",
+    "trainer.progress=false",
+    "logger=none",
+    "gate.width=8",
+    "scheduler=constant",
+]
+
+# The environment run.py subprocesses get: W&B quiet, no git lookups, and one intra-op thread, as the
+# tests in this process have (conftest.py's one_thread says why).
+QUIET = {
+    **os.environ,
+    "WANDB_SILENT": "true",
+    "WANDB_CONSOLE": "off",
+    "WANDB_DISABLE_GIT": "true",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def compose_config(*overrides: str):
+    """The config run.py would see for these command-line overrides."""
+    from hydra import compose, initialize_config_dir
+
+    from acs.training.config import register_schema
+
+    register_schema()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def run_py(*args, timeout=300):
+    """run.py as a user calls it, in the repository root; the completed process, output captured."""
+    return subprocess.run(
+        [sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=QUIET
+    )
 
 
 class NullMeter:
@@ -34,4 +89,20 @@ def materialize_dgconvs(module: nn.Module) -> nn.Module:
             setattr(module, name, child.materialize())
         else:
             materialize_dgconvs(child)
+    return module
+
+
+def densify_dgconvs(module: nn.Module) -> nn.Module:
+    """Replaces every DGConv2d below ``module`` by a fully connected ``nn.Conv2d`` of its shape, in place
+    and on its device (meta included): the layer ``dense_macs`` counts, whatever the gates say. Only
+    the shape is kept, not the weights: this is for counting, not for computing."""
+    for name, child in module.named_children():
+        if isinstance(child, DGConv2d):
+            dense = nn.Conv2d(
+                child.in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
+                child.dilation, bias=child.bias is not None, device=child.weight.device, dtype=child.weight.dtype,
+            )
+            setattr(module, name, dense)
+        else:
+            densify_dgconvs(child)
     return module

@@ -5,15 +5,13 @@ import json
 
 import pytest
 import torch
-from conftest import compose_config
+from helpers import compose_config
 
 import acs
 from acs.bench import main
 from acs.deploy.calibrate import calibrate_keep, set_groups
 from acs.ops import DGConv2d
 from acs.training.app import execute
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("keep, gate", [(0.0, "acs"), (0.3, "acs"), (1.0, "acs"), (0.3, "ddi"), (0.3, "aig")])
@@ -58,8 +56,12 @@ def test_densenet_benchmark_table_and_json(tmp_path, capsys, gate):
     printed = capsys.readouterr().out
     result, rows = _rows(out)
     assert list(rows) == [
-        "dense (ungated)", "masked (training form)", "dynamic executor", "executor, tensor ops only", "executor of ungated"
-    ]  # fmt: skip
+        "dense (ungated)",
+        "masked (training form)",
+        "dynamic executor",
+        "executor, tensor ops only",
+        "executor of ungated",
+    ]
     assert all(name in printed for name in rows) and f"written: {out}" in printed
     assert result["input"] == [3, 8, 8] and result["keep"] == 0.5 and result["threads"] == 1
     assert result["gate"] == gate

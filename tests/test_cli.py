@@ -1,23 +1,14 @@
 """run.py as users call it: the quick start, a sweep, a killed run resumed, W&B offline files."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-from conftest import REPO, TINY
+from helpers import QUIET, REPO, TINY, run_py
 
 from acs.training.checkpoint import load_checkpoint
-
-QUIET = {**os.environ, "WANDB_SILENT": "true", "WANDB_CONSOLE": "off", "WANDB_DISABLE_GIT": "true"}
-
-
-def run_py(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=QUIET
-    )
 
 
 def test_quickstart_experiment(tmp_path):

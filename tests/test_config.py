@@ -1,10 +1,11 @@
 """Config groups compose, the schema rejects wrong types, validation rejects wrong values."""
 
+import re
 import subprocess
 import sys
 
 import pytest
-from conftest import CONF, REPO, TINY, compose_config
+from helpers import CONF, REPO, TINY, compose_config
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
@@ -65,12 +66,20 @@ def test_compare_gates_arms_compose(arm):
 
 
 @pytest.mark.parametrize(
-    "override",
-    ["regularizer.beta=abc", "trainer.max_epochs=1.5", "dataset.batch_size=many", "gate.widht=3", "seed=x"],
+    "override, message, cause",
+    [
+        ("regularizer.beta=abc", "Error merging override", "'abc' of type 'str' could not be converted to Float"),
+        ("trainer.max_epochs=1.5", "Error merging override", "'1.5' of type 'float' could not be converted to Integer"),
+        ("dataset.batch_size=many", "Error merging override", "'many' of type 'str' could not be converted to Integer"),
+        ("gate.widht=3", "Could not override", "Key 'widht' not in 'GateConfig'"),
+        ("seed=x", "Error merging override", "'x' of type 'str' could not be converted to Integer"),
+    ],
 )
-def test_schema_rejects_wrong_types_and_unknown_keys(override):
-    with pytest.raises(ConfigCompositionException):
+def test_schema_rejects_wrong_types_and_unknown_keys(override, message, cause):
+    with pytest.raises(ConfigCompositionException, match=re.escape(message)) as error:
         compose_config(override)
+    assert override.split("=")[0] in str(error.value)
+    assert cause in str(error.value.__cause__)  # Hydra prints the schema's reason under its own line
 
 
 @pytest.mark.parametrize(
@@ -99,7 +108,7 @@ def test_schema_rejects_wrong_types_and_unknown_keys(override):
     ],
 )
 def test_bad_values_are_one_clear_error(override, message):
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
         validate(compose_config(override))
     assert message in str(error.value) and "\n" not in str(error.value)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -263,7 +264,7 @@ def test_persistent_workers_with_workers():
 
 
 def test_missing_folder_error_names_folder_and_files(tmp_path):
-    with pytest.raises(DatasetNotFoundError) as err:
+    with pytest.raises(DatasetNotFoundError, match=re.escape(str(tmp_path / "nowhere"))) as err:
         build_loaders("cifar10", root=tmp_path / "nowhere")
     msg = str(err.value)
     assert isinstance(err.value, RuntimeError)
@@ -298,7 +299,10 @@ def test_root_from_environment(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"name": "imagenet21k"}, r"unknown dataset 'imagenet21k'; available: cifar10, cifar100, digits"),
+        (
+            {"name": "imagenet21k"},
+            r"unknown dataset 'imagenet21k' \(did you mean imagenet\?\); available: cifar10, cifar100, digits",
+        ),
         ({"subset": 0}, "subset must be a positive integer"),
         ({"subset": -3}, "subset must be a positive integer"),
         ({"val_split": 1.0}, r"val_split must be in \[0, 1\)"),

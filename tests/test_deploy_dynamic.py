@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 from helpers import counted_macs
+from torch.utils.flop_counter import FlopCounterMode
 
 import acs
 from acs.deploy import NativeUnavailable, to_dynamic
@@ -21,9 +21,6 @@ from acs.models.resnext import GResNeXt
 from acs.ops import DGConv2d
 
 GATE = {"name": "acs", "width": 8}
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize(model, regime="random", sort=None, size=(12, 12)):

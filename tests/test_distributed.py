@@ -14,8 +14,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, TINY
-from test_cli import QUIET
+from helpers import QUIET, REPO, TINY
 
 from acs.data import build_loaders
 from acs.training.checkpoint import load_checkpoint

@@ -1,5 +1,6 @@
 """Gates: one interface, the ACS-GN gate's options, binary masks and its own cost."""
 import copy
+import re
 
 import pytest
 import torch
@@ -25,9 +26,16 @@ def test_options_from_a_mapping():
     assert isinstance(gate.conv_a, DGConv2d) and gate.conv_a.num_gates == 3
 
 
-@pytest.mark.parametrize("bad", [{"width": 0}, {"init_keep": 1.0}, {"conv": "sparse"}])
-def test_bad_options_are_clear_errors(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"width": 0}, "gate.width must be >= 1, got 0"),
+        ({"init_keep": 1.0}, "gate.init_keep must lie in (0, 1), got 1.0"),
+        ({"conv": "sparse"}, "gate.conv must be one of dgconv, dense, group, got 'sparse'"),
+    ],
+)
+def test_bad_options_are_clear_errors(bad, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         create_gate({"name": "acs", **bad}, 16, 12)
 
 

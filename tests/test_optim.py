@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import compose_config
+from helpers import compose_config
 
 from acs.ops import DGConv2d
 from acs.training.builders import build_model

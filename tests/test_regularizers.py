@@ -1,8 +1,10 @@
 """The regularizer group: flops, target_rate, l1, none; their values, their config checks, and that the
 compute terms move a miniature run toward their targets."""
+import re
+
 import pytest
 import torch
-from conftest import compose_config
+from helpers import compose_config
 
 from acs.models import Output
 from acs.training.app import execute
@@ -77,7 +79,7 @@ def test_unknown_regularizer_and_bad_target_are_errors():
     ],
 )
 def test_bad_regularizer_config_is_one_clear_line(override, message):
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
         validate(compose_config("regularizer=target_rate", override))
     assert message in str(error.value) and "\n" not in str(error.value)
 

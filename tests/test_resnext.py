@@ -75,7 +75,7 @@ def test_pretrained_offline_is_one_clear_error(tmp_path, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(weights, "get_state_dict", offline)
-    with pytest.raises(RuntimeError) as error:
+    with pytest.raises(RuntimeError, match="g_resnext50") as error:
         acs.create_model("g_resnext50", pretrained=True)
     message = str(error.value)
     assert "g_resnext50" in message

@@ -195,7 +195,7 @@ def test_init_arguments(tmp_path, fake_init):
 
 def test_finish_once_with_exit_code(tmp_path, fake_init):
     _, runs = fake_init
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="'x'"):
         with create_logger("wandb", {}, tmp_path, config={}) as logger:
             raise KeyError("x")
     logger.finish(0)

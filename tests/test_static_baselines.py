@@ -2,8 +2,7 @@
 ResNeXt (fixed groups) beside G-ResNeXt, chosen from the command line and counted by the cost model."""
 import pytest
 import torch
-from conftest import compose_config
-from helpers import counted_macs, materialize_dgconvs
+from helpers import compose_config, counted_macs, materialize_dgconvs
 
 import acs
 from acs.training.builders import build_model
@@ -49,7 +48,7 @@ def test_fixed_groups_with_gates_are_counted_like_a_flop_counter():
     [
         (["model.conv=dense", "model.groups=4"], "groups sets the fixed group count of conv 'group'"),
         (["model.conv=group", "model.groups=5"], "conv 'group' needs a group count dividing"),
-        (["model=g_resnext29_2x64d", "gate=none", "model.groups=4"], "has no model.groups option"),
+        (["model=g_resnext29_2x64d", "gate=none", "model.groups=4"], "model 'g_resnext29_2x64d' has no option groups"),
     ],
 )
 def test_bad_group_settings_are_config_errors(overrides, message):

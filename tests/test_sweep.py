@@ -3,8 +3,7 @@ import csv
 import json
 
 import yaml
-from conftest import TINY
-from test_cli import run_py
+from helpers import TINY, run_py
 
 from acs.reporting import pareto_front
 

@@ -31,7 +31,7 @@ def test_prints_and_writes_both_variants_and_their_ratio(tmp_path, capsys):
 
 
 def test_benchmark_mode_compares_the_configured_model_with_its_ungated_twin(tmp_path, tiny_overrides):
-    from conftest import compose_config
+    from helpers import compose_config
 
     from acs.training.app import execute
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import compose_config
+from helpers import compose_config
 
 import acs.training.runner as runner
 from acs.reporting import RunLogger
@@ -96,7 +96,7 @@ def test_resume_reaches_the_same_weights_and_metrics(tmp_path, tiny_overrides, m
     broken = tmp_path / "broken"
     with monkeypatch.context() as patch:
         patch.setattr(runner, "create_logger", lambda *a, **k: StopAfter(step=2))
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt, match="stopped by the test"):
             train(broken, *overrides)
     assert load_checkpoint(broken / "checkpoints" / "last.pt")["epoch"] == 1
     assert json.loads((broken / "summary.json").read_text())["status"] == "failed"
