@@ -438,13 +438,13 @@ class DynamicDenseNet(nn.Module):
         self.blocks, self.head = blocks, head
         return self
 
-    def _im2col_plans(self, kind: str, height: int, width: int) -> List[Tensor]:
-        """The im2col index of the stem, or those of the gate convs (on the stride-2 map, in
-        order), for ``height × width`` inputs."""
-        key = (kind, height, width, self.stem.device)
+    def _im2col_plans(self, convs: str, height: int, width: int) -> List[Tensor]:
+        """The im2col index of the stem (``convs="stem"``), or those of the gate convs (``"gate"``,
+        on the stride-2 map, in order), for ``height × width`` inputs."""
+        key = (convs, height, width, self.stem.device)
         if key not in self._plans:
             device = self.stem.device
-            if kind == "stem":
+            if convs == "stem":
                 plans = [im2col_index(height, width, self.stem_kernel, self.stem_stride, self.stem_padding, device)]
             else:
                 plans, rows, cols = [], (height + 1) // 2, (width + 1) // 2
