@@ -66,3 +66,37 @@ def test_resnext_fixed_learned_and_dense_groupings(conv, groups):
         assert all(c.groups == groups for c in grouped)  # ResNeXt's cardinality, fixed
     x = torch.randn(1, 3, 8, 8)
     assert model(x).macs.item() > 0
+
+
+@pytest.mark.parametrize("name", ["densenet40", "densenet41_acs", "densenet_bc100"])
+def test_thinner_densenets_from_the_command_line(name):
+    """``model.growth_rate`` gives the uniformly thinner static front: every layer adds k channels,
+    and the cost model still counts what a flop counter sees."""
+    x = torch.randn(1, 3, 8, 8)
+    macs = []
+    for k in (4, 8, None):
+        overrides = [f"model={name}", "gate=none"] + ([f"model.growth_rate={k}"] if k else [])
+        cfg = compose_config(*overrides)
+        validate(cfg)
+        model = materialize_dgconvs(build_model(cfg.model, cfg.gate, 10, 3)).eval()
+        layers = [layer for block in model.blocks for layer in block]
+        assert {layer.conv2.out_channels for layer in layers} == {k or acs.models.MODELS.options(name)["growth_rate"]}
+        assert counted_macs(model, x) == model(x).macs.item()
+        macs.append(model.dense_macs((3, 8, 8)))
+    assert macs[0] < macs[1] < macs[2]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.growth_rate=0"], "model.growth_rate must be >= 1, got 0"),
+        (
+            ["model=g_resnext29_2x64d", "gate=none", "model.growth_rate=8"],
+            "model 'g_resnext29_2x64d' has no option growth_rate",
+        ),
+    ],
+)
+def test_bad_growth_rates_are_config_errors(overrides, message):
+    cfg = compose_config(*overrides)
+    with pytest.raises(ConfigError, match=message):
+        build_model(cfg.model, cfg.gate, 10, 3)

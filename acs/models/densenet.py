@@ -101,6 +101,8 @@ class DenseNet(AcsModel):
         groups: Optional[int] = None,
     ):
         super().__init__()
+        if growth_rate < 1:
+            raise ValueError(f"model.growth_rate must be >= 1, got {growth_rate}")
         if not 0.0 < compression <= 1.0:
             raise ValueError(f"compression must lie in (0, 1], got {compression}")
         if groups is not None and conv != "group":
@@ -159,10 +161,13 @@ def densenet40(
     gate: GateSpec = "acs",
     conv: str = "dense",
     groups: Optional[int] = None,
+    growth_rate: int = 12,
 ) -> DenseNet:
     """DenseNet (L=40, k=12) for CIFAR: 16-channel stem, three blocks of 12 layers, no bottleneck.
-    ``conv="group", groups=4`` is the fixed-group baseline (every layer's inputs are a multiple of 4)."""
-    return DenseNet(12, (12, 12, 12), 16, None, 1.0, num_classes, in_channels, gate, conv, groups)
+    ``conv="group", groups=4`` is the fixed-group baseline (every layer's inputs are a multiple of 4);
+    a smaller ``growth_rate`` the uniformly thinner one (the stem keeps its 16 channels, as in the
+    DenseNet paper, where it does not depend on k)."""
+    return DenseNet(growth_rate, (12, 12, 12), 16, None, 1.0, num_classes, in_channels, gate, conv, groups)
 
 
 @register_model
@@ -172,10 +177,12 @@ def densenet41_acs(
     gate: GateSpec = "acs",
     conv: str = "dgconv",
     groups: Optional[int] = None,
+    growth_rate: int = 32,
 ) -> DenseNet:
     """The ACS paper's DenseNet: 64-channel stem, growth 32, bottleneck 2k, blocks (6, 6, 6),
-    compression 0.5, DGConv2d 3×3 convolutions; with a 3×3 stem so that it runs on 32×32 input."""
-    return DenseNet(32, (6, 6, 6), 64, 2, 0.5, num_classes, in_channels, gate, conv, groups)
+    compression 0.5, DGConv2d 3×3 convolutions; with a 3×3 stem so that it runs on 32×32 input.
+    ``growth_rate`` thins every layer (and its 2k bottleneck); the stem stays at 64."""
+    return DenseNet(growth_rate, (6, 6, 6), 64, 2, 0.5, num_classes, in_channels, gate, conv, groups)
 
 
 @register_model
@@ -185,6 +192,8 @@ def densenet_bc100(
     gate: GateSpec = "acs",
     conv: str = "dense",
     groups: Optional[int] = None,
+    growth_rate: int = 12,
 ) -> DenseNet:
-    """DenseNet-BC (L=100, k=12): bottleneck 4k, compression 0.5, blocks (16, 16, 16)."""
-    return DenseNet(12, (16, 16, 16), 24, 4, 0.5, num_classes, in_channels, gate, conv, groups)
+    """DenseNet-BC (L=100, k=12): bottleneck 4k, compression 0.5, blocks (16, 16, 16), a 2k-channel
+    stem (so ``growth_rate`` thins the stem too, as DenseNet-BC defines it)."""
+    return DenseNet(growth_rate, (16, 16, 16), 2 * growth_rate, 4, 0.5, num_classes, in_channels, gate, conv, groups)

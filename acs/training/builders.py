@@ -74,7 +74,12 @@ def build_model(model_cfg: DictConfig, gate_cfg: DictConfig, num_classes: int, i
         kwargs["gate"] = gate
     elif gate["name"] != "none":
         raise ConfigError(f"model {model_cfg.name} has no per-sample gates; run it with gate=none")
-    options = {"conv": model_cfg.conv, "groups": model_cfg.groups, "pretrained": model_cfg.pretrained or None}
+    options = {
+        "conv": model_cfg.conv,
+        "groups": model_cfg.groups,
+        "growth_rate": model_cfg.growth_rate,
+        "pretrained": model_cfg.pretrained or None,
+    }
     kwargs.update((key, value) for key, value in options.items() if value is not None)
     try:
         return create_model(model_cfg.name, **kwargs)

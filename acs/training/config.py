@@ -31,6 +31,7 @@ class ModelConfig:
     name: str = "densenet40"
     conv: Optional[str] = None  # kind of 3×3 conv where the model offers one (dense, dgconv, group); None = its default
     groups: Optional[int] = None  # DenseNets with conv=group: the fixed group count
+    growth_rate: Optional[int] = None  # DenseNets: channels each layer adds (thinner: a static baseline); None = own
     pretrained: bool = False
 
 
