@@ -148,3 +148,13 @@ def test_resolved_config_is_plain_data():
     cfg = compose_config(*TINY)
     container = OmegaConf.to_container(cfg, resolve=True)
     assert container["dataset"]["options"]["image_size"] == 8
+
+
+def test_the_quick_start_runs_ungated_as_typed():
+    # The ungated baselines of the digits studies: the preset's ACS gate options do not apply to gate=none.
+    from acs.training.builders import build_model
+
+    cfg = compose_config("experiment=quickstart", "gate=none", "regularizer=none")
+    validate(cfg)
+    model = build_model(cfg.model, cfg.gate, 10, 1)
+    assert cfg.gate.width == 16 and all(layer.gate is None for block in model.blocks for layer in block)

@@ -7,7 +7,7 @@ import random
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -60,6 +60,30 @@ def load_model_state(model: nn.Module, state: Dict[str, Any], model_name: str, p
         )
         raise CheckpointError(f"{path} does not fit this {model_name} ({detail})")
     model.load_state_dict(weights)
+
+
+class WarmStart(NamedTuple):
+    """What :func:`load_matching_weights` took from a checkpoint: the names of the model's tensors
+    it loaded, of those it left fresh (absent from the checkpoint, or of another shape), and of the
+    checkpoint's tensors it did not use."""
+
+    loaded: List[str]
+    fresh: List[str]
+    unused: List[str]
+
+
+def load_matching_weights(model: nn.Module, path: Union[str, Path]) -> WarmStart:
+    """Loads into ``model`` every tensor of the checkpoint at ``path`` whose name and shape match
+    (the backbone of an ungated run into a gated model, say) and leaves the rest as it is. A
+    checkpoint that fits none of the model's tensors is a CheckpointError."""
+    weights = load_checkpoint(path)["model"]
+    own = model.state_dict()
+    loaded = sorted(k for k in own if k in weights and weights[k].shape == own[k].shape)
+    if not loaded:
+        raise CheckpointError(f"{path} has no tensor that fits this model (no name with the same shape)")
+    model.load_state_dict({k: weights[k] for k in loaded}, strict=False)
+    fresh = sorted(set(own) - set(loaded))
+    return WarmStart(loaded, fresh, sorted(set(weights) - set(loaded)))
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Dict[str, Any], path: Union[str, Path]) -> None:

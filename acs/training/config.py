@@ -146,6 +146,7 @@ class Config:
     seed: int = 0
     ckpt_path: Optional[str] = None
     resume: bool = False
+    init_from: Optional[str] = None  # a checkpoint whose matching weights start a new run (not a resume)
     name: Optional[str] = None  # run name shown in W&B; None: derived from the overrides
 
 
@@ -227,4 +228,9 @@ def validate(cfg: DictConfig) -> None:
     _check(bench.batch_size is None or bench.batch_size >= 1, "benchmark.batch_size must be >= 1 (or null)")
     _validate_gate(cfg.gate)
     _check(cfg.mode != "eval" or cfg.ckpt_path, "mode=eval needs ckpt_path=<checkpoint file>")
+    _check(cfg.mode == "train" or not cfg.init_from, f"init_from starts a training run, not mode={cfg.mode}")
+    _check(
+        not (cfg.init_from and cfg.ckpt_path),
+        "init_from starts a new run from another run's weights, ckpt_path resumes a run: give one of them",
+    )
     check_device(cfg.trainer.device)

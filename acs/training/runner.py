@@ -22,6 +22,7 @@ from acs.training.checkpoint import (
     Progress,
     TrainingParts,
     load_checkpoint,
+    load_matching_weights,
     load_model_state,
     load_training_state,
     save_training_state,
@@ -157,7 +158,8 @@ def _training_parts(run: Run) -> TrainingParts:
 
 def _resume(run: Run, parts: TrainingParts) -> Progress:
     """The progress of the checkpoint the run continues from (``ckpt_path``, or its own ``last.pt``
-    with ``resume=true``), restored into ``parts``; a fresh start otherwise."""
+    with ``resume=true``), restored into ``parts``; else a fresh start, from another run's weights
+    where ``init_from`` names a checkpoint (so that a requeued warm-started job continues, not restarts)."""
     cfg = run.cfg
     source = Path(cfg.ckpt_path) if cfg.ckpt_path else None
     last = run.checkpoints / "last.pt"
@@ -167,6 +169,8 @@ def _resume(run: Run, parts: TrainingParts) -> Progress:
         else:
             log.warning("resume=true but %s does not exist: starting from scratch", last)
     if source is None:
+        if cfg.init_from:
+            _warm_start(run.model, Path(cfg.init_from))
         return Progress()
     progress = load_training_state(source, parts, cfg.model.name, map_location=run.device)
     distributed.seed_rank(cfg.seed, progress.epoch)
@@ -175,6 +179,19 @@ def _resume(run: Run, parts: TrainingParts) -> Progress:
     rewrite_jsonl(run.metrics_path, kept)
     log.info("resumed from %s after epoch %d", source, progress.epoch)
     return progress
+
+
+def _warm_start(model: torch.nn.Module, path: Path) -> None:
+    """Loads what fits of another run's weights, and says in the log what was loaded and what not."""
+    start = load_matching_weights(model, path)
+    log.info("init_from %s: loaded %d tensors: %s", path, len(start.loaded), _names(start.loaded))
+    log.info("init_from: %d tensors start fresh: %s", len(start.fresh), _names(start.fresh))
+    if start.unused:
+        log.info("init_from: %d checkpoint tensors fit nothing here: %s", len(start.unused), _names(start.unused))
+
+
+def _names(names: List[str], most: int = 6) -> str:
+    return ", ".join(names[:most]) + (f", … ({len(names) - most} more)" if len(names) > most else "") or "none"
 
 
 def _training_net(run: Run) -> torch.nn.Module:
