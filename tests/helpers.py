@@ -4,12 +4,14 @@ called, an independent MAC counter and DGConv materialisation.
 Test modules import these as ``from helpers import ...`` (setup.cfg puts tests/ on the path); they
 never import one another or conftest.py, which holds only fixtures.
 """
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -106,3 +108,42 @@ def densify_dgconvs(module: nn.Module) -> nn.Module:
         else:
             densify_dgconvs(child)
     return module
+
+
+DENSE = 1e8  # dense MACs of the fake model of write_job
+
+
+def write_job(folder: Path, overrides, status="completed", acc1=None, macs=None, gate="acs", summary=True, **extra):
+    """A job folder as the runner leaves it; ``summary=False`` is a job that never started."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    (folder / ".hydra" / "config.yaml").write_text(
+        yaml.safe_dump({"model": {"name": "densenet40"}, "gate": {"name": gate}, "dataset": {"name": "cifar10"}})
+    )
+    if not summary:
+        return
+    data = {
+        "status": status,
+        "mode": "train",
+        "model": "densenet40",
+        "gate": gate,
+        "dataset": "cifar10",
+        "overrides": list(overrides),
+        "params": 1_019_722,
+        "dense_macs": DENSE,
+        "dense_flops": 2 * DENSE,
+        "run_time_s": 12.5,
+        "epochs_completed": 300 if status == "completed" else 7,
+    }
+    if acc1 is not None:
+        final = {
+            "test/acc1": acc1,
+            "test/acc5": 99.5,
+            "test/macs": macs,
+            "test/flops": 2 * macs,
+            "test/compute_ratio": macs / DENSE,
+            "train/acc1": 99.9,
+        }
+        data.update(final=final, best={"epoch": 300, "metric": "test/acc1", "value": acc1, "metrics": final})
+    data.update(extra)
+    (folder / "summary.json").write_text(json.dumps(data))

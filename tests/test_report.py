@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import DENSE, write_job
 
 from acs.reporting.pareto import PlotPoint, plot_pareto, short_label
 from acs.reporting.sweep_report import (
@@ -23,7 +24,6 @@ from acs.reporting.sweep_report import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DENSE = 1e8  # dense MACs of the fake model
 SHARED = ["dataset=cifar10", "trainer.max_epochs=300"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -37,42 +37,6 @@ SWEEP = {
     "10": ("acs", "0.6", "70", 93.0, 70e6),  # dominated by 3 (same accuracy, dearer)
 }
 FRONT = {"0", "1", "3", "4"}
-
-
-def write_job(folder: Path, overrides, status="completed", acc1=None, macs=None, gate="acs", summary=True, **extra):
-    """A job folder as the runner leaves it; ``summary=False`` is a job that never started."""
-    (folder / ".hydra").mkdir(parents=True)
-    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
-    (folder / ".hydra" / "config.yaml").write_text(
-        yaml.safe_dump({"model": {"name": "densenet40"}, "gate": {"name": gate}, "dataset": {"name": "cifar10"}})
-    )
-    if not summary:
-        return
-    data = {
-        "status": status,
-        "mode": "train",
-        "model": "densenet40",
-        "gate": gate,
-        "dataset": "cifar10",
-        "overrides": list(overrides),
-        "params": 1_019_722,
-        "dense_macs": DENSE,
-        "dense_flops": 2 * DENSE,
-        "run_time_s": 12.5,
-        "epochs_completed": 300 if status == "completed" else 7,
-    }
-    if acc1 is not None:
-        final = {
-            "test/acc1": acc1,
-            "test/acc5": 99.5,
-            "test/macs": macs,
-            "test/flops": 2 * macs,
-            "test/compute_ratio": macs / DENSE,
-            "train/acc1": 99.9,
-        }
-        data.update(final=final, best={"epoch": 300, "metric": "test/acc1", "value": acc1, "metrics": final})
-    data.update(extra)
-    (folder / "summary.json").write_text(json.dumps(data))
 
 
 def write_sweep(root: Path, jobs=SWEEP) -> Path:
@@ -238,7 +202,7 @@ def test_report_markdown(sweep):
     assert "6: 6 completed, 0 failed, 0 unfinished" in md
     assert "python run.py -m dataset=cifar10 trainer.max_epochs=300 gate=acs,none" in md
     assert "FLOPs = 2·MACs per image" in md
-    table = [line for line in md.splitlines() if line.startswith("|")]
+    table = [line for line in md.split("\n## ")[0].splitlines() if line.startswith("|")]  # the jobs' table
     assert len(table) == 2 + len(SWEEP)
     assert "| top-1 (%) |" in table[0] and "MFLOPs/image" in table[0] and "regularizer.beta" in table[0]
     row3 = [cell.strip() for cell in table[2 + 3].strip("|").split("|")]

@@ -6,7 +6,7 @@ comparison; this table says how much of a difference between configurations is s
 from __future__ import annotations
 
 import statistics
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from acs.reporting.jobs import JobResult, split_overrides
 from acs.reporting.pareto import short_label
@@ -14,7 +14,7 @@ from acs.reporting.pareto import short_label
 SEED = "seed"
 
 
-def _spread(values: Sequence[float]) -> Dict[str, Optional[float]]:
+def spread(values: Sequence[float]) -> Dict[str, Optional[float]]:
     return {
         "mean": statistics.fmean(values),
         "std": statistics.stdev(values) if len(values) > 1 else None,
@@ -23,32 +23,40 @@ def _spread(values: Sequence[float]) -> Dict[str, Optional[float]]:
     }
 
 
-def over_seeds(jobs: Sequence[JobResult], metric: str = "test/acc1") -> List[Dict[str, Any]]:
-    """One row per configuration (the swept overrides other than ``seed``) of the completed jobs
-    that recorded ``metric``: the number of runs, their seeds, and the mean, sample standard
-    deviation, minimum and maximum of ``metric`` and of compute (% of dense). Empty unless the
-    jobs differ in ``seed``. A job that does not set ``seed`` ran with the config's seed (``default``)."""
+def configurations(jobs: Sequence[JobResult], metric: str = "test/acc1") -> List[Tuple[str, List[JobResult]]]:
+    """The completed jobs that recorded ``metric`` and their compute, grouped by configuration: the
+    swept overrides other than ``seed`` (and the model and gate), each group with its short label."""
     swept, _ = split_overrides(jobs)
-    if SEED not in swept:
-        return []
     keys = [k for k in swept if k != SEED]
     groups: Dict[tuple, List[JobResult]] = {}
     for job in jobs:
         if job.value(metric) is not None and job.compute_pct() is not None:
-            groups.setdefault(tuple(job.setting(k) for k in keys), []).append(job)
-    rows = []
+            groups.setdefault((job.model, job.gate, *(job.setting(k) for k in keys)), []).append(job)
+    labelled = []
     for members in groups.values():
         first = members[0]
-        rows.append(
-            {
-                "configuration": short_label({k: first.overrides[k] for k in keys if k in first.overrides}) or "(all)",
-                "runs": len(members),
-                "seeds": ", ".join(j.overrides.get(SEED, "default") for j in members),
-                metric: _spread([j.value(metric) for j in members]),
-                "compute_%": _spread([j.compute_pct() for j in members]),
-            }
-        )
-    return rows
+        label = short_label({k: first.overrides[k] for k in keys if k in first.overrides}) or "(all)"
+        labelled.append((label, members))
+    return labelled
+
+
+def over_seeds(jobs: Sequence[JobResult], metric: str = "test/acc1") -> List[Dict[str, Any]]:
+    """One row per configuration (see :func:`configurations`): the number of runs, their seeds, and
+    the mean, sample standard deviation, minimum and maximum of ``metric`` and of compute (% of
+    dense). Empty unless the jobs differ in ``seed``. A job that does not set ``seed`` ran with the
+    config's seed (``default``)."""
+    if SEED not in split_overrides(jobs)[0]:
+        return []
+    return [
+        {
+            "configuration": label,
+            "runs": len(members),
+            "seeds": ", ".join(j.overrides.get(SEED, "default") for j in members),
+            metric: spread([j.value(metric) for j in members]),
+            "compute_%": spread([j.compute_pct() for j in members]),
+        }
+        for label, members in configurations(jobs, metric)
+    ]
 
 
 def render_over_seeds(rows: Sequence[Dict[str, Any]], metric: str = "test/acc1") -> List[str]:

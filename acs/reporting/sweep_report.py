@@ -25,6 +25,7 @@ from acs.reporting.jobs import (
     reproduce_command,
     split_overrides,
 )
+from acs.reporting.matched import Arm, matched_compute, render_matched
 from acs.reporting.pareto import PlotPoint, pareto_front, plot_pareto, short_label
 from acs.reporting.seeds import over_seeds, render_over_seeds
 
@@ -47,6 +48,7 @@ class Report:
     counts: Dict[str, int]
     figure: Figure = field(repr=False)
     seed_rows: List[Dict[str, Any]] = field(default_factory=list)  # see acs.reporting.seeds.over_seeds
+    matched: List[Arm] = field(default_factory=list)  # see acs.reporting.matched.matched_compute
 
     @property
     def paths(self) -> List[Path]:
@@ -164,6 +166,7 @@ def render_markdown(
     metric: str,
     png_name: Optional[str] = "pareto.png",
     seed_rows: Sequence[Dict[str, Any]] = (),
+    matched: Sequence[Arm] = (),
 ) -> str:
     _, shared = split_overrides(jobs)
     counts = count_statuses(jobs)
@@ -199,6 +202,7 @@ def render_markdown(
         lines += ["", "**Errors:**", ""] + [f"- `{job}`: {_md_cell('error', err)}" for job, err in errors]
     if png_name:
         lines += ["", f"![accuracy against FLOPs]({png_name})"]
+    lines += render_matched(matched, sorted({j.model for j in jobs if j.model}), metric)
     lines += render_over_seeds(seed_rows, metric)
     return "\n".join(lines) + "\n"
 
@@ -254,10 +258,14 @@ def write_report(
     png = io.BytesIO()
     figure.savefig(png, format="png", dpi=130)
     paths = out / "results.csv", out / "results.md", out / "pareto.png"
-    seed_rows = over_seeds(jobs, metric)
-    texts = render_csv(columns, rows), render_markdown(jobs, columns, rows, folders, metric, paths[2].name, seed_rows)
+    seed_rows, matched = over_seeds(jobs, metric), matched_compute(jobs, metric)
+    markdown = render_markdown(jobs, columns, rows, folders, metric, paths[2].name, seed_rows, matched)
+    texts = render_csv(columns, rows), markdown
     atomic_write(paths[0], lambda file: file.write(texts[0].encode()))
     atomic_write(paths[1], lambda file: file.write(texts[1].encode()))
     atomic_write(paths[2], lambda file: file.write(png.getvalue()))
     counts = count_statuses(jobs)
-    return Report(out, *paths, columns=columns, rows=rows, jobs=jobs, counts=counts, figure=figure, seed_rows=seed_rows)
+    return Report(
+        out, *paths, columns=columns, rows=rows, jobs=jobs, counts=counts, figure=figure, seed_rows=seed_rows,
+        matched=matched,
+    )  # fmt: skip
