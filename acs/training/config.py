@@ -106,6 +106,9 @@ class TrainerConfig:
     progress: bool = True
     sync_bn: bool = False  # torchrun: BatchNorm statistics over the global batch, not each process's share
     compile: bool = False  # torch.compile the training forward/backward
+    # Before each evaluation, BatchNorm statistics recomputed over this many training batches with the
+    # current weights (0: the running averages of training, which lag the weights in short runs).
+    precise_bn_batches: int = 0
 
 
 @dataclass
@@ -214,6 +217,10 @@ def validate(cfg: DictConfig) -> None:
         f"optimizer.grouping_weight_decay must be >= 0, got {cfg.optimizer.grouping_weight_decay}",
     )
     _check(cfg.trainer.max_epochs >= 1, f"trainer.max_epochs must be >= 1, got {cfg.trainer.max_epochs}")
+    _check(
+        cfg.trainer.precise_bn_batches >= 0,
+        f"trainer.precise_bn_batches must be >= 0, got {cfg.trainer.precise_bn_batches}",
+    )
     ds = cfg.dataset
     _check(ds.batch_size >= 1, f"dataset.batch_size must be >= 1, got {ds.batch_size}")
     _check(ds.num_workers >= 0, f"dataset.num_workers must be >= 0, got {ds.num_workers}")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -45,6 +47,15 @@ class StepContext:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, target.to(self.device, non_blocking=True)
+
+
+def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, batches: int, device: torch.device) -> None:
+    """Recomputes every BatchNorm's running statistics as the plain average over the first
+    ``batches`` batches of ``loader``, forwarded in training mode with the current weights (pycls'
+    precise BN, through torch's ``update_bn``). The running averages of training lag the weights:
+    in a short run at a high learning rate, evaluation with them can fall far below the training
+    accuracy (a gated DenseNet-40 warm-started on digits: 99.6% training, 66.6% test accuracy)."""
+    update_bn(itertools.islice(loader, batches), model, device)
 
 
 def run_epoch(

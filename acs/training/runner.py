@@ -28,7 +28,7 @@ from acs.training.checkpoint import (
     save_training_state,
 )
 from acs.training.config import Config
-from acs.training.engine import StepContext, run_epoch
+from acs.training.engine import StepContext, recalibrate_batchnorm, run_epoch
 from acs.training.objective import build_regularizer
 from acs.training.optim import build_optimizer, build_scheduler
 
@@ -214,6 +214,8 @@ def _train_epoch(run: Run, net: torch.nn.Module, parts: TrainingParts, ctx: Step
     record.update(
         run_epoch(net, run.loaders.train, "train", run.dense_macs, ctx, parts.optimizer, parts.scaler, label + "train")
     )
+    if run.cfg.trainer.precise_bn_batches:
+        recalibrate_batchnorm(run.model, run.loaders.train, run.cfg.trainer.precise_bn_batches, run.device)
     record.update(run.evaluate(ctx, label))
     record["time_s"] = round(time.time() - tic, 3)
     parts.scheduler.step()
