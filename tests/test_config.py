@@ -157,4 +157,38 @@ def test_the_quick_start_runs_ungated_as_typed():
     cfg = compose_config("experiment=quickstart", "gate=none", "regularizer=none")
     validate(cfg)
     model = build_model(cfg.model, cfg.gate, 10, 1)
-    assert cfg.gate.width == 16 and all(layer.gate is None for block in model.blocks for layer in block)
+    assert cfg.gate.width is None and all(layer.gate is None for block in model.blocks for layer in block)
+
+
+@pytest.mark.parametrize(
+    "gate, expected",
+    [
+        ("acs", {"width": 16, "init_keep": 0.55, "conv": "dgconv", "estimator": "ste", "temperature": 1.0}),
+        ("ddi", {"width": 16, "init_keep": 0.55, "estimator": "ste", "temperature": 1.0}),
+        # its own estimator, the preset's width
+        ("aig", {"width": 16, "init_keep": 0.55, "estimator": "gumbel", "temperature": 1.0}),
+        ("fbs", {"density": 0.5}),  # no width, no init_keep: the preset's do not reach it
+    ],
+)
+def test_a_presets_gate_options_reach_only_the_designs_that_have_them(gate, expected):
+    cfg = compose_config("experiment=quickstart", f"gate={gate}")
+    validate(cfg)
+    options = {k: v for k, v in OmegaConf.to_container(cfg.gate, resolve=True).items() if v is not None}
+    assert options == {"name": gate, **expected}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["experiment=quickstart", "gate=fbs", "gate.width=8"], "gate 'fbs' has no option width; its options: density"),
+        (["+gate_preset.widht=8"], "gate_preset.widht is no gate's option; gate options: conv, density, estimator"),
+    ],
+)
+def test_a_gate_option_typed_for_a_design_without_it_is_still_an_error(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(compose_config(*overrides))
+
+
+def test_a_typed_gate_option_wins_over_the_preset():
+    cfg = compose_config("experiment=quickstart", "gate=ddi", "gate.width=8")
+    assert (cfg.gate.width, cfg.gate.init_keep) == (8, 0.55)

@@ -150,6 +150,9 @@ class Config:
     ckpt_path: Optional[str] = None
     resume: bool = False
     init_from: Optional[str] = None  # a checkpoint whose matching weights start a new run (not a resume)
+    # Gate options an experiment preset sets for every gate design that has them (conf/gate/*.yaml read
+    # them), so that a preset's ACS options leave gate=fbs alone; gate.<option> still sets one design's.
+    gate_preset: Dict[str, Any] = field(default_factory=dict)
     name: Optional[str] = None  # run name shown in W&B; None: derived from the overrides
 
 
@@ -167,10 +170,15 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _validate_gate(gate: DictConfig) -> None:
-    """The options that are set must be the gate's own and hold good values: the gate's own rules."""
-    from acs.gates import check_gate
+def _validate_gate(gate: DictConfig, preset: DictConfig) -> None:
+    """The options that are set must be the gate's own and hold good values: the gate's own rules.
+    A preset's options must be some gate's (a typo there would otherwise reach no gate, silently)."""
+    from acs.gates import GATES, check_gate
 
+    known = {option for name in GATES.names() for option in GATES.options(name)}
+    unknown = sorted(set(preset) - known)
+    _check(not unknown, f"gate_preset.{', gate_preset.'.join(unknown)} is no gate's option; gate options: "
+           f"{', '.join(sorted(known))}")  # fmt: skip
     try:
         check_gate(OmegaConf.to_container(gate, resolve=True))
     except ValueError as error:
@@ -233,7 +241,7 @@ def validate(cfg: DictConfig) -> None:
     bench = cfg.benchmark
     _check(bench.warmup >= 0 and bench.steps >= 1, "benchmark.warmup must be >= 0 and benchmark.steps >= 1")
     _check(bench.batch_size is None or bench.batch_size >= 1, "benchmark.batch_size must be >= 1 (or null)")
-    _validate_gate(cfg.gate)
+    _validate_gate(cfg.gate, cfg.gate_preset)
     _check(cfg.mode != "eval" or cfg.ckpt_path, "mode=eval needs ckpt_path=<checkpoint file>")
     _check(cfg.mode == "train" or not cfg.init_from, f"init_from starts a training run, not mode={cfg.mode}")
     _check(
