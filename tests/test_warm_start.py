@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from helpers import compose_config, run_py
+from helpers import TINY, compose_config, run_py
 
 import acs
 from acs.training.app import execute
@@ -16,8 +16,6 @@ from acs.training.config import ConfigError, validate
 @pytest.fixture(scope="module")
 def ungated_checkpoint(tmp_path_factory):
     """The best.pt of a one-epoch ungated miniature run: the backbone to start gated runs from."""
-    from helpers import TINY
-
     run_dir = tmp_path_factory.mktemp("ungated")
     overrides = [*TINY, "gate=none", "trainer.max_epochs=1"]
     execute(compose_config(*overrides), str(run_dir), overrides)
