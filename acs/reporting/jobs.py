@@ -74,6 +74,11 @@ class JobResult:
         return None if ratio is None else 100.0 * ratio
 
 
+def metric_split(metric: str) -> str:
+    """The split a metric was measured on (``val/acc1`` → ``val``); the test split when it names none."""
+    return metric.split("/", 1)[0] if "/" in metric else "test"
+
+
 def natural_key(text: str) -> List[Any]:
     """Sorts 'job 2' before 'job 10'; split() alternates text and digits, so positions compare like types."""
     return [int(part) if i % 2 else part.lower() for i, part in enumerate(re.split(r"(\d+)", text))]

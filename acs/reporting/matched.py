@@ -16,11 +16,11 @@ from __future__ import annotations
 import bisect
 import statistics
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from acs.reporting.jobs import JobResult
+from acs.reporting.jobs import JobResult, metric_split
 from acs.reporting.pareto import pareto_front
-from acs.reporting.seeds import configurations
+from acs.reporting.seeds import configurations, mean_std, spread
 
 STATIC_GATES = ("none", "static")
 
@@ -33,28 +33,25 @@ class Arm:
     static: bool
     runs: int
     macs: float  # mean MACs per image
-    top1: float  # mean of the metric
-    top1_std: Optional[float]  # sample standard deviation over the runs (seeds); None for one run
+    top1: Dict[str, Optional[float]]  # the metric's spread over the runs (seeds.spread: mean, std, min, max)
     front: Optional[float] = None  # the static front at ``macs`` (dynamic arms inside its range)
 
     @property
     def gain(self) -> Optional[float]:
-        return None if self.front is None else self.top1 - self.front
+        return None if self.front is None else self.top1["mean"] - self.front
 
 
 def arms(jobs: Sequence[JobResult], metric: str = "test/acc1") -> List[Arm]:
     """Every configuration of the completed jobs (seeds together), static ones first, by compute."""
     found = []
     for label, members in configurations(jobs, metric):
-        values = [j.value(metric) for j in members]
         found.append(
             Arm(
                 label,
                 all(j.gate in STATIC_GATES for j in members),
                 len(members),
-                statistics.fmean(j.macs(metric.split("/")[0]) for j in members),
-                statistics.fmean(values),
-                statistics.stdev(values) if len(values) > 1 else None,
+                statistics.fmean(j.macs(metric_split(metric)) for j in members),
+                spread([j.value(metric) for j in members]),
             )
         )
     return sorted(found, key=lambda arm: (not arm.static, arm.macs))
@@ -62,8 +59,8 @@ def arms(jobs: Sequence[JobResult], metric: str = "test/acc1") -> List[Arm]:
 
 def static_front(static: Sequence[Arm]) -> List[Tuple[float, float]]:
     """The corners (MACs, top-1) of the static arms' upper envelope, by compute."""
-    on_front = pareto_front([(arm.macs, arm.top1) for arm in static])
-    return sorted((arm.macs, arm.top1) for arm, on in zip(static, on_front) if on)
+    on_front = pareto_front([(arm.macs, arm.top1["mean"]) for arm in static])
+    return sorted((arm.macs, arm.top1["mean"]) for arm, on in zip(static, on_front) if on)
 
 
 def front_at(corners: Sequence[Tuple[float, float]], macs: float, largest: float) -> Optional[float]:
@@ -117,7 +114,6 @@ def render_matched(found: Sequence[Arm], models: Sequence[str], metric: str = "t
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for arm in found:
-        std = "" if arm.top1_std is None else f" ± {arm.top1_std:.2f}"
         if arm.static:
             front, gain = "", ""
         elif arm.front is None:
@@ -125,6 +121,6 @@ def render_matched(found: Sequence[Arm], models: Sequence[str], metric: str = "t
         else:
             front, gain = f"{arm.front:.2f}", f"{arm.gain:+.2f}"
         cells = [arm.label, "static" if arm.static else "dynamic", str(arm.runs), f"{arm.macs / 1e6:,.2f}"]
-        cells += [f"{arm.top1:.2f}{std}", front, gain]
+        cells += [mean_std(arm.top1, 2), front, gain]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines

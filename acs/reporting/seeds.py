@@ -23,6 +23,12 @@ def spread(values: Sequence[float]) -> Dict[str, Optional[float]]:
     }
 
 
+def mean_std(values: Dict[str, Optional[float]], digits: int) -> str:
+    """'98.33 ± 0.48' from a :func:`spread` ('98.33' for a single run)."""
+    std = "" if values["std"] is None else f" ± {values['std']:.{digits}f}"
+    return f"{values['mean']:.{digits}f}{std}"
+
+
 def configurations(jobs: Sequence[JobResult], metric: str = "test/acc1") -> List[Tuple[str, List[JobResult]]]:
     """The completed jobs that recorded ``metric`` and their compute, grouped by configuration: the
     swept overrides other than ``seed`` (and the model and gate), each group with its short label."""
@@ -64,9 +70,8 @@ def render_over_seeds(rows: Sequence[Dict[str, Any]], metric: str = "test/acc1")
     if not rows:
         return []
 
-    def cell(spread: Dict[str, Optional[float]], digits: int) -> List[str]:
-        std = "" if spread["std"] is None else f" ± {spread['std']:.{digits}f}"
-        return [f"{spread['mean']:.{digits}f}{std}", f"{spread['min']:.{digits}f}–{spread['max']:.{digits}f}"]
+    def cell(values: Dict[str, Optional[float]], digits: int) -> List[str]:
+        return [mean_std(values, digits), f"{values['min']:.{digits}f}–{values['max']:.{digits}f}"]
 
     lines = [
         "",

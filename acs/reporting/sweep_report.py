@@ -21,6 +21,7 @@ from acs.reporting.jobs import (
     PathLike,
     ReportError,
     collect_jobs,
+    metric_split,
     natural_key,
     reproduce_command,
     split_overrides,
@@ -67,10 +68,6 @@ def metric_column(metric: str) -> str:
     return name + "_%" if metric.rsplit("/", 1)[-1].startswith("acc") else name
 
 
-def _split(metric: str) -> str:
-    return metric.split("/", 1)[0] if "/" in metric else "test"
-
-
 def build_rows(jobs: Sequence[JobResult], metric: str = "test/acc1", x: str = "flops") -> tuple:
     """(columns, rows) for the table; ``on_front`` is over completed jobs with both coordinates."""
     swept, _ = split_overrides(jobs)
@@ -98,7 +95,7 @@ def build_rows(jobs: Sequence[JobResult], metric: str = "test/acc1", x: str = "f
 
 def plot_coordinates(job: JobResult, metric: str = "test/acc1", x: str = "flops") -> Optional[tuple]:
     """(MACs or FLOPs per image, metric) of a completed job, measured on the metric's split; else None."""
-    y, macs = job.value(metric), job.macs(_split(metric))
+    y, macs = job.value(metric), job.macs(metric_split(metric))
     if y is None or macs is None:
         return None
     return (2 * macs if x == "flops" else macs), y
