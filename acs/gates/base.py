@@ -145,7 +145,7 @@ def create_gate(spec: GateSpec, in_channels: int, out_channels: int) -> Optional
     options = {"name": spec} if isinstance(spec, str) else {k: v for k, v in spec.items() if v is not None}
     name = options.pop("name", None)
     cls = GATES.get(name)
-    if cls is None:  # ungated: whatever gate options a preset set (the quick start's, say) do not apply
+    if cls is None:  # ungated: options typed for the gated designs (a sweep over gate=acs,none) do not apply
         return None
     GATES.check_options(name, options)
     return cls(in_channels, out_channels, **options)

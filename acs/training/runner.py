@@ -100,7 +100,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[
     run = Run(cfg, run_dir, overrides)
     parts = _training_parts(run)
     ctx = run.step_context(build_regularizer(cfg.regularizer, run.dense_macs))
-    progress = _resume(run, parts)
+    progress = _start(run, parts)
     net = _training_net(run)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     write_json(run.summary_path, run.summary("running", epochs_completed=progress.epoch))
@@ -156,7 +156,7 @@ def _training_parts(run: Run) -> TrainingParts:
     return TrainingParts(run.model, optimizer, scheduler, torch.amp.GradScaler(run.device.type, enabled=use_scaler))
 
 
-def _resume(run: Run, parts: TrainingParts) -> Progress:
+def _start(run: Run, parts: TrainingParts) -> Progress:
     """The progress of the checkpoint the run continues from (``ckpt_path``, or its own ``last.pt``
     with ``resume=true``), restored into ``parts``; else a fresh start, from another run's weights
     where ``init_from`` names a checkpoint (so that a requeued warm-started job continues, not restarts)."""
