@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 import yaml
@@ -84,30 +85,33 @@ def counted_macs(module: nn.Module, x: torch.Tensor) -> float:
     return counter.get_total_flops() / 2 / x.shape[0]
 
 
-def materialize_dgconvs(module: nn.Module) -> nn.Module:
-    """Replaces every DGConv2d below ``module`` by its grouped equivalent, in place."""
+def replace_dgconvs(module: nn.Module, replacement: Callable[[DGConv2d], nn.Module]) -> nn.Module:
+    """Replaces every DGConv2d below ``module`` by ``replacement(it)``, in place."""
     for name, child in module.named_children():
         if isinstance(child, DGConv2d):
-            setattr(module, name, child.materialize())
+            setattr(module, name, replacement(child))
         else:
-            materialize_dgconvs(child)
+            replace_dgconvs(child, replacement)
     return module
+
+
+def materialize_dgconvs(module: nn.Module) -> nn.Module:
+    """Every DGConv2d below ``module`` replaced by its grouped equivalent, in place."""
+    return replace_dgconvs(module, DGConv2d.materialize)
 
 
 def densify_dgconvs(module: nn.Module) -> nn.Module:
-    """Replaces every DGConv2d below ``module`` by a fully connected ``nn.Conv2d`` of its shape, in place
-    and on its device (meta included): the layer ``dense_macs`` counts, whatever the gates say. Only
-    the shape is kept, not the weights: this is for counting, not for computing."""
-    for name, child in module.named_children():
-        if isinstance(child, DGConv2d):
-            dense = nn.Conv2d(
-                child.in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
-                child.dilation, bias=child.bias is not None, device=child.weight.device, dtype=child.weight.dtype,
-            )
-            setattr(module, name, dense)
-        else:
-            densify_dgconvs(child)
-    return module
+    """Every DGConv2d below ``module`` replaced by a fully connected ``nn.Conv2d`` of its shape, in
+    place and on its device (meta included): the layer ``dense_macs`` counts, whatever the gates
+    say. Only the shape is kept, not the weights: this is for counting, not for computing."""
+
+    def dense(conv: DGConv2d) -> nn.Module:
+        return nn.Conv2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+            bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype,
+        )  # fmt: skip
+
+    return replace_dgconvs(module, dense)
 
 
 DENSE = 1e8  # dense MACs of the fake model of write_job
