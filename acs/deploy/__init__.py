@@ -2,7 +2,8 @@
 
 ``to_dynamic(model)`` converts a trained model into an ``nn.Module`` whose ``forward(x)`` returns
 ``acs.Output(logits, macs, masks)`` like the model (eval-mode semantics), where ``macs`` are the
-MACs it actually executed per sample.
+MACs it actually executed per sample. ``to_thin(model, input_size)`` turns a model with static gates
+(``gate=static``) into the physically thinner ungated model it amounts to.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from acs.deploy import native as native_kernels
 from acs.deploy.dynamic import DynamicDenseNet
 from acs.deploy.native import NativeUnavailable
 from acs.deploy.resnext import DynamicResNeXt
+from acs.deploy.thin import ThinDenseNet, to_thin
 from acs.models.densenet import DenseNet
 from acs.models.resnext import GResNeXt
 
@@ -61,4 +63,4 @@ def _native_or_warn() -> bool:
 
 _warned = False
 
-__all__ = ["DynamicDenseNet", "DynamicResNeXt", "NativeUnavailable", "to_dynamic"]
+__all__ = ["DynamicDenseNet", "DynamicResNeXt", "NativeUnavailable", "ThinDenseNet", "to_dynamic", "to_thin"]

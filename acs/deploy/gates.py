@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from acs.deploy.fold import bn_affine, conv_im2col, frozen, grouped, im2col_weight
-from acs.gates import ACSGate, AIGGate, DDIGate, FBSGate, Gate
+from acs.gates import ACSGate, AIGGate, DDIGate, FBSGate, Gate, StaticGate
 from acs.gates import base as gate_base  # its constants by attribute: TorchScript takes no global ints
 from acs.gates.designs import scale_free
 
@@ -199,6 +199,8 @@ def gate_executor(gate: Gate, native: bool = False) -> nn.Module:
     if native and type(gate) is ACSGate:
         return NativeACSGateExec(gate)
     executor = _EXECUTORS.get(type(gate))
+    if type(gate) is StaticGate:
+        raise NotImplementedError("static gates decide nothing per sample: deploy with acs.deploy.to_thin")
     if executor is None:
         names = ", ".join(cls.__name__ for cls in _EXECUTORS)
         raise NotImplementedError(

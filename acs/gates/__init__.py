@@ -14,6 +14,7 @@ from acs.gates.base import (
     summarize,
 )
 from acs.gates.designs import AIGGate, DDIGate, FBSGate
+from acs.gates.static import StaticGate
 
 __all__ = [
     "ACSGate",
@@ -24,6 +25,7 @@ __all__ = [
     "GateOutput",
     "GateSpec",
     "LogitGate",
+    "StaticGate",
     "GATES",
     "check_gate",
     "create_gate",

@@ -42,12 +42,13 @@ class GateConfig:
 
     name: str = "acs"
     width: Optional[int] = None  # acs, ddi, aig: channels inside the gate
-    init_keep: Optional[float] = None  # acs, ddi, aig: initial keep probability
+    init_keep: Optional[float] = None  # acs, ddi, aig, static: initial keep probability
     conv: Optional[str] = None  # acs: dgconv | dense | group, its 3×3 convolutions
     groups: Optional[int] = None  # acs with conv=group: the fixed group count
-    estimator: Optional[str] = None  # acs, ddi, aig: ste | gumbel
-    temperature: Optional[float] = None  # acs, ddi, aig: Gumbel temperature (estimator=gumbel)
+    estimator: Optional[str] = None  # acs, ddi, aig, static: ste | gumbel
+    temperature: Optional[float] = None  # acs, ddi, aig, static: Gumbel temperature (estimator=gumbel)
     density: Optional[float] = None  # fbs: fraction of channels kept
+    gain: Optional[float] = None  # static: logit = gain * parameter (the static decisions' learning rate)
 
 
 @dataclass
