@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import bisect
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from acs.reporting.jobs import JobResult, metric_split
-from acs.reporting.pareto import pareto_front
+from acs.reporting.pareto import envelope
 from acs.reporting.seeds import configurations, mean_std, spread
 
 STATIC_GATES = ("none", "static")
@@ -35,6 +35,7 @@ class Arm:
     macs: float  # mean MACs per image
     top1: Dict[str, Optional[float]]  # the metric's spread over the runs (seeds.spread: mean, std, min, max)
     front: Optional[float] = None  # the static front at ``macs`` (dynamic arms inside its range)
+    members: List[JobResult] = field(default_factory=list, repr=False)  # the runs, for what the plot needs of them
 
     @property
     def gain(self) -> Optional[float]:
@@ -52,6 +53,7 @@ def arms(jobs: Sequence[JobResult], metric: str = "test/acc1") -> List[Arm]:
                 len(members),
                 statistics.fmean(j.macs(metric_split(metric)) for j in members),
                 spread([j.value(metric) for j in members]),
+                members=members,
             )
         )
     return sorted(found, key=lambda arm: (not arm.static, arm.macs))
@@ -59,8 +61,7 @@ def arms(jobs: Sequence[JobResult], metric: str = "test/acc1") -> List[Arm]:
 
 def static_front(static: Sequence[Arm]) -> List[Tuple[float, float]]:
     """The corners (MACs, top-1) of the static arms' upper envelope, by compute."""
-    on_front = pareto_front([(arm.macs, arm.top1["mean"]) for arm in static])
-    return sorted((arm.macs, arm.top1["mean"]) for arm, on in zip(static, on_front) if on)
+    return envelope([(arm.macs, arm.top1["mean"]) for arm in static])
 
 
 def front_at(corners: Sequence[Tuple[float, float]], macs: float, largest: float) -> Optional[float]:

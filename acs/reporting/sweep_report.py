@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
@@ -27,7 +28,7 @@ from acs.reporting.jobs import (
     split_overrides,
 )
 from acs.reporting.matched import Arm, matched_compute, render_matched
-from acs.reporting.pareto import PlotPoint, pareto_front, plot_pareto, short_label
+from acs.reporting.pareto import arm_points, pareto_front, plot_pareto
 from acs.reporting.seeds import over_seeds, render_over_seeds
 
 if TYPE_CHECKING:
@@ -205,13 +206,8 @@ def render_markdown(
 
 
 def make_figure(jobs: Sequence[JobResult], metric: str = "test/acc1", x: str = "flops", title: str = "") -> Figure:
-    """The plot of the completed jobs, each labelled by its swept values (by its name in a single run)."""
-    points = [
-        PlotPoint(*coords, short_label(job.swept) or job.name, job.baseline)
-        for job in jobs
-        if (coords := plot_coordinates(job, metric, x)) is not None
-    ]
-    return plot_pareto(points, title, x, metric)
+    """The plot of the completed jobs: one point per configuration, one colour per arm (:func:`arm_points`)."""
+    return plot_pareto(arm_points(jobs, metric, x), title, x, metric, sorted({j.model for j in jobs if j.model}))
 
 
 def _display(path: Path) -> str:
@@ -247,10 +243,10 @@ def write_report(
     out = Path(out_dir).expanduser().resolve() if out_dir is not None else roots[0]
     columns, rows = build_rows(jobs, metric, x)
     folders = [_display(r) for r in roots]
-    title = (
-        f"{' + '.join('/'.join(r.parts[-2:]) for r in roots)}: {_distinct([j.model for j in jobs])} "
-        f"on {_distinct([j.dataset for j in jobs])}"
-    )
+    names = " + ".join("/".join(r.parts[-2:]) for r in roots)
+    if len(names) > 70:  # many folders: the title names their common parent and stays on the figure
+        names = f"{len(roots)} folders under {_display(Path(os.path.commonpath(roots)))}"
+    title = f"{names}: {_distinct([j.model for j in jobs])} on {_distinct([j.dataset for j in jobs])}"
     figure = make_figure(jobs, metric, x, title)
     png = io.BytesIO()
     figure.savefig(png, format="png", dpi=130)
