@@ -80,7 +80,7 @@ def test_two_processes_train_like_one_and_only_rank_0_writes(tmp_path, one_proce
     # Microseconds in the folder name: without one shared folder, the ranks would make two.
     result = run_py(*ARGS, "trainer.sync_bn=true", f"hydra.run.dir={tmp_path}/" + "${now:%H-%M-%S-%f}", nproc=2)
     (run_dir,) = tmp_path.iterdir()
-    expected = [".hydra", "checkpoints", "metrics.jsonl", "run.log", "summary.json"]
+    expected = [".hydra", ".lock", "checkpoints", "metrics.jsonl", "run.log", "summary.json"]
     assert sorted(p.name for p in run_dir.iterdir()) == expected
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     lines = records(run_dir)
@@ -117,7 +117,7 @@ def test_sharded_evaluation_counts_every_test_sample_once(tmp_path):
 
     checkpoint = run_dir / "checkpoints" / "last.pt"
     run_py("mode=eval", f"ckpt_path={checkpoint}", "trainer=cpu", "logger=none", f"hydra.run.dir={tmp_path / 'eval'}")
-    single = json.loads((tmp_path / "eval" / "summary.json").read_text())["final"]
+    single = json.loads((tmp_path / "eval" / "eval.json").read_text())["final"]
     counted = [k for k in single if k.startswith("test/") and not k.endswith(("/loss", "/reg"))]
     assert "test/acc1" in counted and "test/keep/L00" in counted
     assert_same_metrics(distributed, single, counted, rel=EVAL_RTOL)  # (mode=eval's loss has no regularizer)

@@ -1,8 +1,9 @@
 """Hydra callbacks: reject a bad config before Hydra creates any output folder; under torchrun, one
-run folder for all processes."""
+run folder for all processes; one run per run folder."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -13,10 +14,13 @@ from acs.training import distributed
 from acs.training.config import ConfigError, validate
 
 
+def _task(config: DictConfig) -> DictConfig:
+    return OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+
+
 def _validate_or_exit(config: DictConfig) -> None:
-    task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     try:
-        validate(task)
+        validate(_task(config))
     except ConfigError as error:
         # SystemExit, not an exception: Hydra turns callback exceptions into warnings.
         print(f"error: {error}", file=sys.stderr)
@@ -76,6 +80,48 @@ class TorchrunRunFolder(Callback):
             print("error: torchrun runs one job; sweep with -m without torchrun (e.g. hydra/launcher=slurm)",
                   file=sys.stderr)
             raise SystemExit(2)
+
+
+class RunFolderGuard(Callback):
+    """A run folder belongs to one run (acs.training.run_folder). The folder is claimed here, when the
+    run starts and before Hydra writes its ``.hydra/`` and log file into it: refused there, a run
+    exits with one line and the folder as it was; accepted, it is locked for the run's life. (A
+    check in the job itself would come after Hydra has rewritten the old run's ``.hydra/``.) Before
+    a sweep, the job folders already in the sweep folder are checked the same way."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from acs.training.run_folder import RunFolderError, claim_folder
+
+        run_dir = str(config.hydra.run.dir)  # ${now:...} resolves once (Hydra caches it): the job's folder
+        task, error = _task(config), None
+        try:
+            claim_folder(run_dir, task, before_hydra=True)  # held until the job ends (app.execute)
+        except RunFolderError as refused:
+            error = str(refused)
+        error = distributed.broadcast(error)  # torchrun: rank 0 claims for all, and all stop together
+        if error:
+            if distributed.is_main():
+                print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2)
+        with read_write(config.hydra):
+            config.hydra.run.dir = run_dir
+            if task.mode == "eval" and distributed.is_main():
+                # An evaluation may share the folder of the run it evaluates: its config and log go
+                # beside that run's, not over them.
+                if config.hydra.output_subdir is not None:
+                    config.hydra.output_subdir = ".hydra-eval"
+                handlers = config.hydra.job_logging.get("handlers") if config.hydra.job_logging else None
+                if handlers and "file" in handlers and "filename" in handlers.file:
+                    handlers.file.filename = os.path.join(os.path.abspath(run_dir), "eval.log")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from acs.training.run_folder import RunFolderError, claim_sweep
+
+        try:
+            claim_sweep(str(config.hydra.sweep.dir), _task(config))
+        except RunFolderError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 def _console_warnings(rank: int) -> dict:

@@ -150,6 +150,7 @@ class Config:
     seed: int = 0
     ckpt_path: Optional[str] = None
     resume: bool = False
+    overwrite: bool = False  # a run folder that holds another run: replace it (else the run refuses it)
     init_from: Optional[str] = None  # a checkpoint whose matching weights start a new run (not a resume)
     # Gate options an experiment preset sets for every gate design that has them (conf/gate/*.yaml read
     # them), so that a preset's ACS options leave gate=fbs alone; gate.<option> still sets one design's.
@@ -245,6 +246,10 @@ def validate(cfg: DictConfig) -> None:
     _validate_gate(cfg.gate, cfg.gate_preset)
     _check(cfg.mode != "eval" or cfg.ckpt_path, "mode=eval needs ckpt_path=<checkpoint file>")
     _check(cfg.mode == "train" or not cfg.init_from, f"init_from starts a training run, not mode={cfg.mode}")
+    _check(
+        not (cfg.resume and cfg.overwrite),
+        "resume=true continues the run in the folder, overwrite=true replaces it: give one of them",
+    )
     _check(
         not (cfg.init_from and cfg.ckpt_path),
         "init_from starts a new run from another run's weights, ckpt_path resumes a run: give one of them",

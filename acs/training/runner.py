@@ -1,7 +1,8 @@
 """A run from a composed config: train (then test) or evaluate a checkpoint, into one run folder.
 
 The folder holds ``metrics.jsonl`` (one line per epoch), ``summary.json`` (status, final and best
-metrics, parameters, overrides, run time) and ``checkpoints/{last,best}.pt``.
+metrics, parameters, overrides, run time) and ``checkpoints/{last,best}.pt``; an evaluation writes
+``eval.json``. Which run may use a folder is run_folder.py's business.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -95,12 +96,18 @@ class Run:
         )
 
 
-def train(cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[str] = None) -> Dict[str, Any]:
-    """Trains ``cfg.trainer.max_epochs`` epochs (or what is left of them), testing every epoch."""
+def train(
+    cfg: DictConfig, run_dir: Path, overrides: List[str], group: Optional[str] = None,
+    on_start: Callable[[], None] = lambda: None,
+) -> Dict[str, Any]:  # fmt: skip
+    """Trains ``cfg.trainer.max_epochs`` epochs (or what is left of them), testing every epoch.
+    ``on_start`` is called once the run is sure to go ahead (a resume: its checkpoint has loaded),
+    before it writes anything."""
     run = Run(cfg, run_dir, overrides)
     parts = _training_parts(run)
     ctx = run.step_context(build_regularizer(cfg.regularizer, run.dense_macs))
     progress = _start(run, parts)
+    on_start()
     net = _training_net(run)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     write_json(run.summary_path, run.summary("running", epochs_completed=progress.epoch))
@@ -171,6 +178,8 @@ def _start(run: Run, parts: TrainingParts) -> Progress:
     if source is None:
         if cfg.init_from:
             _warm_start(run.model, Path(cfg.init_from))
+        if run.metrics_path.exists():  # lines of a run killed before its first checkpoint: all redone
+            rewrite_jsonl(run.metrics_path, [])
         return Progress()
     progress = load_training_state(source, parts, cfg.model.name, map_location=run.device)
     distributed.seed_rank(cfg.seed, progress.epoch)
@@ -232,8 +241,8 @@ def _train_epoch(run: Run, net: torch.nn.Module, parts: TrainingParts, ctx: Step
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
-    """Tests the checkpoint ``cfg.ckpt_path``. Model and gate come from the checkpoint (they define its
-    weights); so does the dataset, unless the command line names ``dataset`` settings."""
+    """Tests the checkpoint ``cfg.ckpt_path`` into ``eval.json``. Model and gate come from the checkpoint
+    (they define its weights); so does the dataset, unless the command line names ``dataset`` settings."""
     path = Path(cfg.ckpt_path)
     state = load_checkpoint(path)
     plain = OmegaConf.to_container(cfg, resolve=True)
@@ -244,7 +253,8 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: List[str]) ->
     load_model_state(run.model, state, run.cfg.model.name, path)
     metrics = run.evaluate(run.step_context())
     summary = run.summary("completed", checkpoint=str(path), checkpoint_epoch=state["epoch"], final=metrics)
-    write_json(run.summary_path, summary)
+    # Its own file: an evaluation in the folder of the run it evaluates leaves that run's summary alone.
+    write_json(run.run_dir / "eval.json", summary)
     log.info(
         "%s: test acc1 %.2f acc5 %.2f | %.4g MACs per image (%.1f%% of dense)",
         path,
