@@ -17,7 +17,7 @@ log = logging.getLogger("acs")
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
     from acs.training import distributed
-    from acs.training.app import execute
+    from acs.training.app import USER_ERRORS, error_line, execute
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -27,15 +27,15 @@ def main(cfg: DictConfig):
             # The multi-objective search (hparams_search=pareto) maximises accuracy, minimises FLOPs.
             return summary["final"]["test/acc1"], summary["final"]["test/flops"]
         return summary
-    except Exception as error:  # one clear line instead of a traceback; the run folder records it too
-        from acs.training.app import USER_ERRORS
-
-        if not isinstance(error, USER_ERRORS):
-            raise
+    except Exception as error:  # the run folder records it: summary.json, and the traceback in run.log
         if multirun:
-            log.error("%s", error)
-            return None  # let the rest of the sweep run; the report lists this job as failed
-        print(f"error: {error}", file=sys.stderr)
+            # Whatever it was, the rest of the sweep runs and its report lists this job as failed; the
+            # sweep then exits non-zero (callbacks.SweepReport).
+            log.error("job failed: %s", error_line(error))
+            return None
+        if not isinstance(error, USER_ERRORS):
+            raise  # a bug: Hydra prints the traceback and exits 1
+        print(f"error: {error_line(error)}", file=sys.stderr)
         sys.exit(2)
     finally:
         distributed.teardown()  # torchrun: leave the process group (nothing to do in one process)

@@ -17,8 +17,17 @@ GROUP_OPTIONS = sorted(
 
 
 @pytest.mark.parametrize("group, option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
-def test_every_option_composes_and_validates(group, option):
-    cfg = compose_config(f"{group}={option}")
+def test_every_option_composes_and_validates(group, option, tmp_path):
+    # validate also checks what a run needs besides values: ImageNet's folders, gate=none on a model
+    # without gates.
+    extra = []
+    if (group, option) == ("dataset", "imagenet"):
+        for split in ("train", "val"):
+            (tmp_path / "imagenet" / split).mkdir(parents=True)
+        extra = [f"dataset.root={tmp_path}"]
+    elif group == "model" and option.startswith("g_resnext"):
+        extra = ["gate=none"]
+    cfg = compose_config(f"{group}={option}", *extra)
     validate(cfg)
     if group in ("model", "gate", "dataset", "optimizer", "scheduler", "regularizer", "logger"):
         assert cfg[group].name == option

@@ -15,8 +15,10 @@ def test_sweep_writes_the_report_and_a_wandb_summary_run(tmp_path):
         "-m", *TINY, "trainer.max_epochs=1", "logger=wandb", "logger.wandb.mode=offline",
         "regularizer.beta=0,0.5,-1", f"hydra.sweep.dir={tmp_path}",
     )
-    assert result.returncode == 0, result.stderr
-    # The job with beta=-1 fails its value check; the sweep goes on and the report lists it.
+    # The job with beta=-1 fails its value check; the sweep goes on, the report lists it, and the
+    # sweep's exit code says that a job failed.
+    assert result.returncode == 1, result.stderr
+    assert "error: 1 job(s) of the sweep did not complete: 2" in result.stderr
     statuses = [json.loads((tmp_path / job / "summary.json").read_text())["status"] for job in "012"]
     assert statuses == ["completed", "completed", "failed"]
 

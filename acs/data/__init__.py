@@ -3,17 +3,19 @@
     loaders = build_loaders("cifar10", root=None, batch_size=64, val_split=0.1)
     model = create_model("densenet40", num_classes=loaders.num_classes, in_channels=loaders.in_channels)
 
-``root=None`` reads ``$ACS_DATA``, else ``./data``. Missing files raise :class:`DatasetNotFoundError`.
+``root=None`` reads ``$ACS_DATA``, else ``./data``. Missing or damaged files raise :class:`DatasetNotFoundError`
+(a damaged image of an image folder, found when loaded: :class:`DataFileError`).
 """
 from acs.data.digits import DigitsDataset
-from acs.data.errors import DatasetNotFoundError
+from acs.data.errors import DataFileError, DatasetNotFoundError
 from acs.data.info import DatasetInfo
 from acs.data.loaders import Datasets, Loaders, build_datasets, build_loaders, make_loader
 from acs.data.paths import ENV_VAR, resolve_root
-from acs.data.registry import dataset_info, list_datasets
+from acs.data.registry import check_files, dataset_info, list_datasets
 from acs.data.synthetic import SyntheticDataset
 
 __all__ = [
+    "DataFileError",
     "DatasetInfo",
     "DatasetNotFoundError",
     "Datasets",
@@ -23,6 +25,7 @@ __all__ = [
     "SyntheticDataset",
     "build_datasets",
     "build_loaders",
+    "check_files",
     "dataset_info",
     "list_datasets",
     "make_loader",

@@ -58,14 +58,15 @@ class Loaders:
 
 
 def _check_args(subset: Optional[int], val_split: float, batch_size: Optional[int] = None,
-                num_workers: Optional[int] = None) -> None:
+                num_workers: Optional[int] = None, eval_batch_size: Optional[int] = None) -> None:
     # One clear line each: these usually come from a command-line override with a typo.
     if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset <= 0):
         raise ValueError(f"dataset subset must be a positive integer or None, got {subset!r}")
     if not isinstance(val_split, (int, float)) or not 0.0 <= val_split < 1.0:
         raise ValueError(f"dataset val_split must be in [0, 1), got {val_split!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for key, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+            raise ValueError(f"{key} must be a positive integer, got {size!r}")
     if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
         raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
 
@@ -183,9 +184,7 @@ def build_loaders(
     ``dataset_options``: svhn ``extra``; digits ``image_size``; synthetic ``train_size``, ``test_size``,
     ``num_classes``, ``channels``, ``image_size``, ``noise``, ``data_seed``.
     """
-    _check_args(subset, val_split, batch_size, num_workers)
-    if eval_batch_size is not None:
-        _check_args(None, 0.0, eval_batch_size)
+    _check_args(subset, val_split, batch_size, num_workers, eval_batch_size)
     if batch_size % num_replicas:
         raise ValueError(
             f"batch_size={batch_size} is the global batch of {num_replicas} processes: "

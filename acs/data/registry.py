@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 
 from acs.data import digits, sources
 from acs.data.info import DatasetInfo
+from acs.data.paths import resolve_root
 from acs.data.synthetic import SyntheticDataset
 from acs.registry import Registry
 
@@ -33,6 +34,8 @@ class DatasetSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     #: Options that change the delivered shape or classes: option name -> info field it sets.
     shape_options: Mapping[str, str] = field(default_factory=dict)
+    #: Raises DatasetNotFoundError when the files are missing and will not be downloaded (None: no files).
+    check: Optional[sources.Check] = None
 
     def resolve_options(self, options: Mapping[str, Any]) -> Dict[str, Any]:
         DATASETS.check_options(self.name, options)
@@ -61,16 +64,21 @@ DATASETS: Registry[DatasetSpec] = Registry("dataset", options=lambda spec: spec.
 for _spec in [
     # Means/stds: per-channel statistics of each training set, pixels scaled to [0, 1].
     DatasetSpec("cifar10", 10, 3, 32, _tv(sources.cifar, "cifar10", tvd.CIFAR10), "cifar",
-                (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+                (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                check=sources.require("cifar10", lambda opts: sources.cifar_files(tvd.CIFAR10))),
     DatasetSpec("cifar100", 100, 3, 32, _tv(sources.cifar, "cifar100", tvd.CIFAR100), "cifar",
-                (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+                (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                check=sources.require("cifar100", lambda opts: sources.cifar_files(tvd.CIFAR100))),
     DatasetSpec("svhn", 10, 3, 32, _tv(sources.svhn), "svhn",
-                (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), options={"extra": False}),
-    DatasetSpec("mnist", 10, 1, 28, _tv(sources.mnist, "mnist", tvd.MNIST), "none", (0.1307,), (0.3081,)),
+                (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), options={"extra": False},
+                check=sources.require("svhn", lambda opts: sources.svhn_files(opts["extra"]))),
+    DatasetSpec("mnist", 10, 1, 28, _tv(sources.mnist, "mnist", tvd.MNIST), "none", (0.1307,), (0.3081,),
+                check=sources.require("mnist", lambda opts: sources.mnist_files(tvd.MNIST))),
     DatasetSpec("fashion_mnist", 10, 1, 28, _tv(sources.mnist, "fashion_mnist", tvd.FashionMNIST), "fashion",
-                (0.2860,), (0.3530,)),
+                (0.2860,), (0.3530,),
+                check=sources.require("fashion_mnist", lambda opts: sources.mnist_files(tvd.FashionMNIST))),
     DatasetSpec("imagenet", 1000, 3, 224, _tv(sources.imagenet), "imagenet",
-                (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), check=sources.check_imagenet),
     DatasetSpec("digits", 10, 1, digits.DEFAULT_IMAGE_SIZE,
                 lambda root, train, download, opts: digits.DigitsDataset(train, opts["image_size"]),
                 "none", digits.MEAN, digits.STD, from_pil=False,
@@ -99,3 +107,12 @@ def dataset_info(name: str, **options: Any) -> DatasetInfo:
     num_classes, channels, image_size); other valid options are accepted and ignored.
     """
     return get_spec(name).info(options)
+
+
+def check_files(name: str, root: Union[str, Path, None] = None, download: bool = False, **options: Any) -> None:
+    """Raises DatasetNotFoundError when files that ``name`` reads are missing from ``root`` and
+    ``download`` will not fetch them. It only looks for the files (they are checked when read), so a
+    run can call it before it makes its folder."""
+    spec = get_spec(name)
+    if spec.check is not None:
+        spec.check(resolve_root(root), download, spec.resolve_options(options))

@@ -1,7 +1,7 @@
 """Experiment loggers for the training loop: a no-op logger and a Weights & Biases logger.
 
 Logging is never allowed to kill training: every W&B failure becomes one warning and the logger
-carries on as a no-op.
+carries on as a no-op. An offline run keeps all of W&B inside the run folder and talks to no host.
 """
 
 from __future__ import annotations
@@ -9,12 +9,27 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from acs.messages import one_line
 
 log = logging.getLogger(__name__)
 
 LOGGERS = ("none", "wandb")
 MODES = ("offline", "online", "disabled")
+# Offline, W&B's system metrics, machine metadata, git and code capture stay off: they record the
+# machine rather than the run, and the metrics sampler probes cloud metadata endpoints.
+OFFLINE_SETTINGS = {"x_disable_stats": True, "x_disable_meta": True, "disable_git": True, "disable_code": True}
+
+
+def offline_environment(run_dir: Path) -> Dict[str, str]:
+    """The environment of an offline W&B run: W&B's own folders (cache with wandb-core's debug logs,
+    data with artifact staging, config, artifacts), by default under the home folder, go inside
+    ``run_dir/wandb``, and wandb-core's error reporting, which looks up its server's address even
+    offline, is off. wandb-core reads these when it starts, hence environment variables."""
+    home = Path(run_dir).resolve() / "wandb"
+    folders = {f"WANDB_{name.upper()}_DIR": str(home / name) for name in ("cache", "data", "config", "artifacts")}
+    return {**folders, "WANDB_ERROR_REPORTING": "false"}
 
 
 class RunLogger:
@@ -47,9 +62,10 @@ class RunLogger:
 class WandbLogger(RunLogger):
     """Wraps one W&B run; any W&B error turns the logger into a no-op after a warning."""
 
-    def __init__(self, run: Any) -> None:
+    def __init__(self, run: Any, restore: Optional[Dict[str, Optional[str]]] = None) -> None:
         self._run = run
         self._logging = True  # False after a log error: the run is still finished at the end
+        self._restore = restore  # offline: the environment before the run, put back when it finishes
         self.run_id = run.id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -61,7 +77,7 @@ class WandbLogger(RunLogger):
             self._run.log(dict(metrics), step=step)
         except Exception as err:  # noqa: BLE001 - logging must never stop training
             self._logging = False
-            log.warning("W&B log failed (%s); W&B logging is off for the rest of this run", _one_line(err))
+            log.warning("W&B log failed (%s); W&B logging is off for the rest of this run", one_line(err))
 
     def log_rich(self, build: Callable[[Any], Mapping[str, Any]]) -> None:
         if self._run is None or not self._logging:
@@ -71,7 +87,7 @@ class WandbLogger(RunLogger):
 
             self._run.log(dict(build(wandb)))
         except Exception as err:  # noqa: BLE001 - a chart must never stop training
-            log.warning("W&B chart logging failed (%s)", _one_line(err))
+            log.warning("W&B chart logging failed (%s)", one_line(err))
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         if self._run is None or not self._logging:
@@ -79,7 +95,7 @@ class WandbLogger(RunLogger):
         try:
             self._run.summary.update(dict(summary))
         except Exception as err:  # noqa: BLE001
-            log.warning("W&B summary update failed (%s)", _one_line(err))
+            log.warning("W&B summary update failed (%s)", one_line(err))
 
     def finish(self, exit_code: int = 0) -> None:
         run, self._run = self._run, None  # cleared first so a second call does nothing
@@ -87,16 +103,38 @@ class WandbLogger(RunLogger):
             return
         try:
             run.finish(exit_code=exit_code)
+            if self._restore is not None:
+                import wandb
+
+                # wandb-core serves every run of the process and keeps the folders it started with:
+                # stopped, the next run (a sweep's next job) starts its own in its own folder.
+                wandb.teardown()
         except Exception as err:  # noqa: BLE001
-            log.warning("W&B finish failed (%s)", _one_line(err))
+            log.warning("W&B finish failed (%s)", one_line(err))
+        finally:
+            _set_environment(self._restore or {})
 
 
 def resolve_mode(options: Mapping[str, Any]) -> str:
-    """Explicit option, else the WANDB_MODE environment variable, else offline (no server needed)."""
-    mode = options.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+    """Explicit option, else the WANDB_MODE environment variable, else offline (no server needed);
+    ValueError naming where a mode that is none of MODES came from."""
+    source, mode = "logger.wandb.mode", options.get("mode")
+    if not mode:
+        source, mode = "WANDB_MODE", os.environ.get("WANDB_MODE") or "offline"
     if mode not in MODES:
-        raise ValueError(f"W&B mode {mode!r} is not one of {', '.join(MODES)}")
+        raise ValueError(f"{source}={mode!r} is not one of: {', '.join(MODES)}")
     return mode
+
+
+def _set_environment(values: Mapping[str, Optional[str]]) -> Dict[str, Optional[str]]:
+    """Sets (None: removes) environment variables; returns their previous values."""
+    previous = {key: os.environ.get(key) for key in values}
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    return previous
 
 
 def create_logger(
@@ -118,10 +156,11 @@ def create_logger(
     if mode == "disabled":
         # wandb's own disabled mode still touches the run folder; skipping it writes nothing.
         return RunLogger()
+    run_dir = Path(run_dir)
+    restore = _set_environment(offline_environment(run_dir)) if mode == "offline" else None
     try:
         import wandb
 
-        run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         run = wandb.init(
             project=options.get("project") or "acs",
@@ -138,13 +177,12 @@ def create_logger(
             resume="allow" if resume_id else None,
             # Each logger owns its run: Hydra multirun jobs (and tests) start several per process.
             reinit="create_new",
+            settings=wandb.Settings(**OFFLINE_SETTINGS) if mode == "offline" else None,
         )
     except Exception as err:  # noqa: BLE001 - includes ImportError and wandb.errors.UsageError
-        log.warning("W&B init failed (%s); continuing without W&B logging", _one_line(err))
+        log.warning("W&B init failed (%s); continuing without W&B logging", one_line(err))
+        _set_environment(restore or {})
         return RunLogger()
-    return WandbLogger(run)
+    return WandbLogger(run, restore)
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__

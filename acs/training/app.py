@@ -1,28 +1,41 @@
-"""What run.py does with a composed config, by ``mode``."""
+"""What run.py does with a composed config, by ``mode``, and how a failed run is recorded."""
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+import torch
 from omegaconf import DictConfig
 
-from acs.data import DatasetNotFoundError
+from acs.data import DataFileError, DatasetNotFoundError
 from acs.files import write_json
+from acs.messages import one_line
 from acs.training.checkpoint import CheckpointError
 from acs.training.config import ConfigError, validate
 from acs.training.engine import TrainingDiverged
 from acs.training.run_folder import RunFolderError, claim_folder
 
 # Failures that are the user's input or environment, reported as one line rather than a traceback.
-USER_ERRORS = (ConfigError, DatasetNotFoundError, CheckpointError, TrainingDiverged, RunFolderError)
+USER_ERRORS = (
+    ConfigError, DatasetNotFoundError, DataFileError, CheckpointError, TrainingDiverged, RunFolderError,
+    torch.OutOfMemoryError,
+)  # fmt: skip
+
+
+def error_line(error: BaseException) -> str:
+    """What the console says of a failed run: a user error's own message, anything else with its type."""
+    return " ".join(str(error).split()) if isinstance(error, USER_ERRORS) else one_line(error)
 
 
 def execute(cfg: DictConfig, output_dir: str, overrides: List[str], multirun: bool = False) -> Optional[Dict[str, Any]]:
     """Runs ``cfg.mode`` into ``output_dir``, holding the folder for the run's life; returns the
-    summary. A job that fails before training starts still leaves a ``summary.json`` (``eval.json``
-    for an evaluation) saying so, for the sweep report; a resume that fails before it begins leaves
-    the run it tried to resume as it was."""
+    summary. A run that fails, however, leaves a ``summary.json`` (``eval.json`` for an evaluation)
+    saying so, for the sweep report, and the traceback in its log file; a resume that fails before
+    it begins leaves the run it tried to resume as it was."""
     run_dir = Path(output_dir)
     folder = claim_folder(run_dir, cfg)  # run.py's claim from before Hydra wrote, or a sweep job's own
     try:
@@ -30,13 +43,30 @@ def execute(cfg: DictConfig, output_dir: str, overrides: List[str], multirun: bo
     except BaseException as error:
         if not folder.begun:
             folder.abandon()
-        elif isinstance(error, USER_ERRORS):
-            record = run_dir / ("eval.json" if cfg.mode == "eval" else "summary.json")
-            if not record.is_file():
-                write_json(record, {"status": "failed", "mode": cfg.mode, "overrides": overrides, "error": str(error)})
+        else:
+            _record_failure(cfg, run_dir, overrides, error)
         raise
     finally:
         folder.release()
+
+
+def _record_failure(cfg: DictConfig, run_dir: Path, overrides: List[str], error: BaseException) -> None:
+    """The failed run's record, unless the run wrote its own, and the traceback in the log file only:
+    the console gets one line (run.py)."""
+    record_path = run_dir / ("eval.json" if cfg.mode == "eval" else "summary.json")
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    if not isinstance(record, dict) or record.get("status") != "failed":
+        # For the report's columns; an evaluation's model comes from its checkpoint, unknown here.
+        names = {} if cfg.mode == "eval" else {key: cfg[key].name for key in ("model", "gate", "dataset")}
+        write_json(record_path, {**names, "status": "failed", "mode": cfg.mode, "overrides": overrides,
+                                 "error": one_line(error)})  # fmt: skip
+    failure = logging.LogRecord("acs", logging.ERROR, __file__, 0, "run failed: %s", (one_line(error),), sys.exc_info())
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):  # Hydra's run.log (eval.log for an evaluation)
+            handler.handle(failure)
 
 
 def _dispatch(

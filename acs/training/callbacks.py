@@ -1,17 +1,20 @@
-"""Hydra callbacks: reject a bad config before Hydra creates any output folder; under torchrun, one
-run folder for all processes; one run per run folder."""
+"""Hydra callbacks: reject a bad config before Hydra creates any output folder; the report at the end
+of every sweep; under torchrun, one run folder for all processes; one run per run folder."""
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, List, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from acs.training import distributed
-from acs.training.config import ConfigError, validate
+from acs.training.config import validate
 
 
 def _task(config: DictConfig) -> DictConfig:
@@ -19,11 +22,13 @@ def _task(config: DictConfig) -> DictConfig:
 
 
 def _validate_or_exit(config: DictConfig) -> None:
+    from acs.training.app import USER_ERRORS, error_line
+
     try:
         validate(_task(config))
-    except ConfigError as error:
+    except USER_ERRORS as error:
         # SystemExit, not an exception: Hydra turns callback exceptions into warnings.
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -38,21 +43,64 @@ class ValidateConfig(Callback):
 
 
 class SweepReport(Callback):
-    """At the end of every sweep: the accuracy-vs-compute report (results.csv, results.md,
-    pareto.png) in the sweep folder and, when the jobs log to W&B, one summary run in their group."""
+    """At the end of every sweep, whatever its jobs did: the accuracy-vs-compute report (results.csv,
+    results.md, pareto.png) in the sweep folder and, when the jobs log to W&B, one summary run in
+    their group; then the sweep exits non-zero if a job failed, so that a script can tell. A sweep
+    cut short in this process (Ctrl-C, a sweeper that stops at a failed job) gets its report at exit."""
+
+    def __init__(self) -> None:
+        self._sweep: Optional[Path] = None  # the sweep under way in this process, not yet reported
+        self._pid: Optional[int] = None
+        self._armed = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._sweep, self._pid = Path(config.hydra.sweep.dir), os.getpid()
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Armed once a job has started here (not in a launcher's worker process, which gets a copy of
+        # this callback): a sweep refused before it began has nothing to report.
+        if self._pid == os.getpid() and not self._armed:
+            self._armed = True
+            atexit.register(self._report_at_exit)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from pathlib import Path
-
-        from acs.reporting import log_sweep_summary, write_report
-
+        self._sweep = None  # reported here: nothing left for the exit
         sweep_dir = Path(config.hydra.sweep.dir)
+        wandb = OmegaConf.to_container(config.logger.wandb, resolve=True) if config.logger.name == "wandb" else None
+        failed = _report(sweep_dir, wandb)
+        if failed:
+            print(f"error: {len(failed)} job(s) of the sweep did not complete: {', '.join(failed)} "
+                  f"(see {sweep_dir / 'results.md'})", file=sys.stderr)  # fmt: skip
+            raise SystemExit(1)  # SystemExit: Hydra turns callback exceptions into warnings
+
+    def _report_at_exit(self) -> None:
+        if self._sweep is not None:
+            _report(self._sweep, None)
+
+
+def _report(sweep_dir: Path, wandb: Optional[dict]) -> List[str]:
+    """Writes the sweep's report (and its W&B summary run when ``wandb`` holds the logger's options);
+    returns the jobs that did not complete, or ``["report"]`` when the report could not be written."""
+    from acs.reporting import log_sweep_summary, write_report
+
+    try:
         report = write_report([sweep_dir])
-        print(f"sweep report: {report.md_path}", file=sys.stderr)
-        if config.logger.name == "wandb":
-            options = OmegaConf.to_container(config.logger.wandb, resolve=True)
-            group = "/".join(sweep_dir.parts[-2:])
-            log_sweep_summary(report.rows, report.png_path, sweep_dir, options, group)
+    except Exception as error:  # noqa: BLE001 - the exit code must still say so
+        print(f"error: the sweep report could not be written: {error}", file=sys.stderr)
+        return ["report"]
+    print(f"sweep report: {report.md_path}", file=sys.stderr)
+    if wandb is not None:
+        log_sweep_summary(report.rows, report.png_path, sweep_dir, wandb, "/".join(sweep_dir.parts[-2:]))
+    done = [row["status"] == "completed" or _evaluated(sweep_dir / row["job"]) for row in report.rows]
+    return [row["job"] for row, ok in zip(report.rows, done) if not ok]
+
+
+def _evaluated(job: Path) -> bool:
+    """A mode=eval job, which records its result in eval.json rather than summary.json, that completed."""
+    try:
+        return json.loads((job / "eval.json").read_text()).get("status") == "completed"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class TorchrunRunFolder(Callback):

@@ -1,14 +1,16 @@
 """The structured config schema (types, via Hydra's ConfigStore) and the value checks.
 
 Types are enforced by OmegaConf when the config is composed; :func:`validate` checks values and
-names, so that a bad run stops with one clear line before it writes anything.
+names, so that a bad run stops with one clear line before it writes anything: besides the values
+themselves, what can be known without training is checked too (the model is built on the meta
+device, the data files and checkpoints are looked for).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -195,11 +197,14 @@ def check_device(name: str) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raises :class:`ConfigError` on the first bad value; names come from the live registries."""
-    from acs.data import list_datasets
+    """Raises :class:`ConfigError` on the first bad value (names come from the live registries),
+    DatasetNotFoundError when the data set's files are missing and will not be downloaded, and
+    CheckpointError when ``ckpt_path`` or ``init_from`` is missing or no checkpoint."""
+    from acs.data import check_files, list_datasets
     from acs.gates import list_gates
     from acs.models import list_models
     from acs.reporting.run_logger import LOGGERS
+    from acs.training.checkpoint import load_checkpoint
 
     _choice(cfg.mode, "mode", MODES)
     _choice(cfg.loss, "loss", LOSSES)
@@ -212,12 +217,17 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg.trainer.device, "trainer.device", DEVICES)
     _choice(cfg.trainer.precision, "trainer.precision", PRECISIONS)
     _choice(cfg.logger.name, "logger.name", LOGGERS)
+    _check_finite(cfg)
     reg = cfg.regularizer
     _check(math.isfinite(reg.beta) and reg.beta >= 0, f"regularizer.beta must be >= 0, got {reg.beta}")
     _check(0 <= reg.minimum <= 100, f"regularizer.minimum is a percentage in [0, 100], got {reg.minimum}")
     _check(0 <= reg.target <= 1, f"regularizer.target is a keep rate in [0, 1], got {reg.target}")
-    _check(cfg.optimizer.lr > 0, f"optimizer.lr must be > 0, got {cfg.optimizer.lr}")
-    _check(cfg.optimizer.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}")
+    opt = cfg.optimizer
+    _check(opt.lr > 0, f"optimizer.lr must be > 0, got {opt.lr}")
+    _check(opt.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {opt.weight_decay}")
+    _check(opt.momentum >= 0, f"optimizer.momentum must be >= 0, got {opt.momentum}")
+    betas = list(opt.betas)
+    _check(len(betas) == 2 and all(0 <= b < 1 for b in betas), f"optimizer.betas are two values in [0, 1), got {betas}")
     _check(
         cfg.optimizer.grouping_lr_scale >= 0,
         f"optimizer.grouping_lr_scale must be >= 0, got {cfg.optimizer.grouping_lr_scale}",
@@ -233,6 +243,10 @@ def validate(cfg: DictConfig) -> None:
     )
     ds = cfg.dataset
     _check(ds.batch_size >= 1, f"dataset.batch_size must be >= 1, got {ds.batch_size}")
+    _check(
+        ds.eval_batch_size is None or ds.eval_batch_size >= 1,
+        f"dataset.eval_batch_size must be >= 1 (or null), got {ds.eval_batch_size}",
+    )
     _check(ds.num_workers >= 0, f"dataset.num_workers must be >= 0, got {ds.num_workers}")
     _check(ds.subset is None or ds.subset >= 1, f"dataset.subset must be >= 1 (or null), got {ds.subset}")
     _check(0 <= ds.val_split < 1, f"dataset.val_split must lie in [0, 1), got {ds.val_split}")
@@ -240,6 +254,10 @@ def validate(cfg: DictConfig) -> None:
     _check(all(0 < m <= 1 for m in milestones), f"scheduler.milestones are fractions in (0, 1], got {milestones}")
     _check(cfg.scheduler.step_size >= 1, f"scheduler.step_size must be >= 1, got {cfg.scheduler.step_size}")
     _check(cfg.scheduler.gamma > 0, f"scheduler.gamma must be > 0, got {cfg.scheduler.gamma}")
+    final = cfg.scheduler.final_factor
+    _check(final >= 0, f"scheduler.final_factor must be >= 0, got {final}")
+    clip = cfg.trainer.grad_clip
+    _check(clip is None or clip > 0, f"trainer.grad_clip must be > 0 (or null), got {clip}")
     bench = cfg.benchmark
     _check(bench.warmup >= 0 and bench.steps >= 1, "benchmark.warmup must be >= 0 and benchmark.steps >= 1")
     _check(bench.batch_size is None or bench.batch_size >= 1, "benchmark.batch_size must be >= 1 (or null)")
@@ -255,3 +273,64 @@ def validate(cfg: DictConfig) -> None:
         "init_from starts a new run from another run's weights, ckpt_path resumes a run: give one of them",
     )
     check_device(cfg.trainer.device)
+    if cfg.logger.name == "wandb":
+        _check_wandb(cfg.logger.wandb)
+    for path in (cfg.ckpt_path, cfg.init_from):
+        if path:  # exists and reads as a checkpoint: loaded to the meta device, which reads no tensor data
+            load_checkpoint(path, map_location="meta")
+    if cfg.mode != "eval":  # an evaluation takes model, gate and data from its checkpoint
+        _check_model(cfg)
+    if cfg.mode == "train":  # a benchmark reads no data
+        ds_options = OmegaConf.to_container(ds.options, resolve=True)
+        check_files(ds.name, ds.root, ds.download, **ds_options)
+
+
+def _floats(node: Any, key: str) -> Iterator[Tuple[str, float]]:
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield from _floats(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _floats(value, f"{key}[{index}]")
+    elif isinstance(node, float):
+        yield key, node
+
+
+def _check_finite(cfg: DictConfig) -> None:
+    """Every float option is a finite number: inf and nan pass the range checks below (``lr > 0``)
+    and would only show as a diverged or meaningless run."""
+    for key, value in _floats(OmegaConf.to_container(cfg, resolve=True), ""):
+        _check(math.isfinite(value), f"{key} must be a finite number, got {value}")
+
+
+def _check_wandb(options: DictConfig) -> None:
+    from acs.reporting.run_logger import resolve_mode
+
+    try:
+        resolve_mode(OmegaConf.to_container(options, resolve=True))
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+
+
+def _check_model(cfg: DictConfig) -> None:
+    """Builds the model on the meta device (no memory, no weights, no download), so that the model's
+    and gates' own checks run now: a group count that does not divide a layer's channels, a gate on
+    a model without gates, an option the model lacks. Anything else the build hits is left to the
+    real build, which reports it (a model that cannot be built on the meta device is no config error)."""
+    import torch
+
+    from acs.data import dataset_info
+    from acs.training.builders import build_model
+
+    try:
+        info = dataset_info(cfg.dataset.name, **OmegaConf.to_container(cfg.dataset.options, resolve=True))
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    model = OmegaConf.merge(cfg.model, {"pretrained": False})
+    try:
+        with torch.device("meta"):
+            build_model(model, cfg.gate, info.num_classes, info.in_channels)
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - see the docstring
+        return

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from acs.files import append_jsonl, read_jsonl, rewrite_jsonl, write_json
+from acs.messages import one_line
 from acs.reporting import create_logger, log_run_end
 from acs.training import distributed
 from acs.training.builders import build_data, build_model, seed_everything, select_device
@@ -29,7 +30,7 @@ from acs.training.checkpoint import (
     save_training_state,
 )
 from acs.training.config import Config
-from acs.training.engine import StepContext, recalibrate_batchnorm, run_epoch
+from acs.training.engine import StepContext, TrainingDiverged, recalibrate_batchnorm, run_epoch
 from acs.training.objective import build_regularizer
 from acs.training.optim import build_optimizer, build_scheduler
 
@@ -108,21 +109,21 @@ def train(
     ctx = run.step_context(build_regularizer(cfg.regularizer, run.dense_macs))
     progress = _start(run, parts)
     on_start()
-    net = _training_net(run)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    write_json(run.summary_path, run.summary("running", epochs_completed=progress.epoch))
-    logger = create_logger(
-        cfg.logger.name if distributed.is_main() else "none",
-        OmegaConf.to_container(cfg.logger.get("wandb", {}), resolve=True),
-        run.run_dir,
-        resolved,
-        group=group,
-        resume_id=progress.wandb_id,
-        run_name=run.run_name(),
-    )
-    progress.wandb_id = logger.run_id
     record: Dict[str, Any] = {}
-    try:
+    try:  # from here on, whatever happens, summary.json says how the run ended
+        net = _training_net(run)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        write_json(run.summary_path, run.summary("running", epochs_completed=progress.epoch))
+        logger = create_logger(
+            cfg.logger.name if distributed.is_main() else "none",
+            OmegaConf.to_container(cfg.logger.get("wandb", {}), resolve=True),
+            run.run_dir,
+            resolved,
+            group=group,
+            resume_id=progress.wandb_id,
+            run_name=run.run_name(),
+        )
+        progress.wandb_id = logger.run_id
         with logger:
             for epoch in range(progress.epoch, cfg.trainer.max_epochs):
                 record = _train_epoch(run, net, parts, ctx, epoch)
@@ -147,7 +148,7 @@ def train(
             log.info("done: test acc1 %.2f at %.1f%% compute", final_test, 100 * record.get("test/compute_ratio", 1))
             log.info("summary: %s | checkpoints: %s", run.summary_path, run.checkpoints)
     except BaseException as error:
-        write_json(run.summary_path, run.summary("failed", error=f"{type(error).__name__}: {error}", final=record))
+        write_json(run.summary_path, run.summary("failed", error=one_line(error), final=record))
         raise
     return summary
 
@@ -220,12 +221,18 @@ def _train_epoch(run: Run, net: torch.nn.Module, parts: TrainingParts, ctx: Step
     run.loaders.set_epoch(epoch)
     label = f"epoch {epoch + 1}/{run.cfg.trainer.max_epochs} "
     record: Dict[str, Any] = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"]}
-    record.update(
-        run_epoch(net, run.loaders.train, "train", run.dense_macs, ctx, parts.optimizer, parts.scaler, label + "train")
-    )
-    if run.cfg.trainer.precise_bn_batches:
-        recalibrate_batchnorm(run.model, run.loaders.train, run.cfg.trainer.precise_bn_batches, run.device)
-    record.update(run.evaluate(ctx, label))
+    try:
+        record.update(
+            run_epoch(net, run.loaders.train, "train", run.dense_macs, ctx, parts.optimizer, parts.scaler,
+                      label + "train")
+        )  # fmt: skip
+        if run.cfg.trainer.precise_bn_batches:
+            recalibrate_batchnorm(run.model, run.loaders.train, run.cfg.trainer.precise_bn_batches, run.device)
+        record.update(run.evaluate(ctx, label))
+    except TrainingDiverged as error:  # the step is known where it diverged, the epoch here
+        raise TrainingDiverged(
+            f"epoch {epoch + 1}: {error} (lower optimizer.lr, or set trainer.grad_clip)"
+        ) from error
     record["time_s"] = round(time.time() - tic, 3)
     parts.scheduler.step()
     log.info(
