@@ -1,13 +1,13 @@
 """ACS-GN: the gate network of Adaptive Channel Skipping."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from acs.cost import conv_output_size, layer_macs
-from acs.gates.base import SUMMARY_SUBSAMPLED, LogitGate, check_width, keep_logit, register_gate
+from acs.cost import conv_output_size
+from acs.gates.base import SUMMARY_SUBSAMPLED, CostLayer, LogitGate, check_width, keep_logit, register_gate
 from acs.ops import DGConv2d
 
 #: The kinds of 3×3 convolution inside the gate: ACS-DG, and its two ablations.
@@ -73,10 +73,12 @@ class ACSGate(LogitGate):
         h = self.conv_b(self.bn(self.conv_a(h)).relu())
         return F.linear(h.mean((2, 3)), self.head.weight.flatten(1), self.head.bias)
 
-    def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
-        hw = conv_output_size(self.reduce, in_hw)
-        total = layer_macs(self.reduce, hw, live_in=live_in)
-        hw = conv_output_size(self.conv_a, hw)
-        total = total + layer_macs(self.conv_a, hw)
-        total = total + layer_macs(self.conv_b, conv_output_size(self.conv_b, hw))
-        return total + layer_macs(self.head)
+    def cost_layers(self, in_hw: Sequence[int]) -> List[CostLayer]:
+        reduced = conv_output_size(self.reduce, in_hw)
+        hw_a = conv_output_size(self.conv_a, reduced)
+        return [
+            (self.reduce, reduced, True),
+            (self.conv_a, hw_a, False),
+            (self.conv_b, conv_output_size(self.conv_b, hw_a), False),
+            (self.head, (1, 1), False),
+        ]

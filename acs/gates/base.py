@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Sequence, Type, Union
+from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, Union
 
+import torch
 from torch import Tensor, nn
 
-from acs.cost import MacMeter
+from acs.cost import MACS_DTYPE, MacMeter, layer_macs
+from acs.cost.macs import Layer, LiveLike
 from acs.ops import binary_keep, check_estimator
 from acs.registry import Registry
 
 GateSpec = Union[None, str, Mapping[str, Any]]
+#: A layer a gate executes: ``(module, output size, reads_input)`` (see :meth:`Gate.cost_layers`).
+CostLayer = Tuple[Layer, Tuple[int, int], bool]
 
 
 class GateOutput(NamedTuple):
@@ -35,6 +39,16 @@ SUMMARY_INPUT, SUMMARY_SUBSAMPLED, SUMMARY_MEAN, SUMMARY_ABSMEAN = 0, 1, 2, 3
 SUMMARIES = ("input", "sub", "mean", "absmean")
 
 
+def subsample(x: Tensor) -> Tensor:
+    """``x[:, :, ::2, ::2]``, as a single slice where the height is even: rows ``2i`` and ``2i+1``
+    side by side are one row of twice the width, whose first half's every other pixel is the
+    result. The same view, but its backward is one operation instead of one per sliced dimension."""
+    n, c, h, w = x.shape
+    if h % 2 or not x.is_contiguous():
+        return x[:, :, ::2, ::2]
+    return x.view(n, c, h // 2, 2 * w)[..., :w:2]
+
+
 def summarize(x: Tensor, reads: int) -> Tensor:
     """What a gate reads of its input ``x`` (N × C × H × W), by its ``reads``: the input itself
     (:data:`SUMMARY_INPUT`), every other pixel (:data:`SUMMARY_SUBSAMPLED`, what a stride-2 1×1
@@ -44,7 +58,7 @@ def summarize(x: Tensor, reads: int) -> Tensor:
     of every layer instead of re-reading the whole input for every gate, which in training also
     spares scattering each gate's gradient back into a full-size copy of the input."""
     if reads == SUMMARY_SUBSAMPLED:
-        return x[:, :, ::2, ::2]
+        return subsample(x)
     if reads == SUMMARY_MEAN:
         return x.mean((2, 3))
     if reads == SUMMARY_ABSMEAN:
@@ -78,10 +92,22 @@ class Gate(nn.Module):
         """The decision from ``summarize(x, self.reads)``."""
         raise NotImplementedError
 
+    def cost_layers(self, in_hw: Sequence[int]) -> List[CostLayer]:
+        """The Conv2d/Linear layers (DGConv2d included) the gate executes for an input of spatial
+        size ``in_hw``: ``(module, output size, reads_input)``, ``reads_input`` where the layer
+        reads the gate's input channels (whose skipped ones cost nothing)."""
+        raise NotImplementedError
+
     def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
         """The gate's own per-sample MACs for an input of spatial size ``in_hw`` whose live
-        channels are ``live_in`` (N × C_in, ``None`` = all)."""
-        raise NotImplementedError
+        channels are ``live_in`` (N × C_in, ``None`` = all): :func:`acs.cost.layer_macs` of its
+        :meth:`cost_layers` (a float64 scalar, or N values with ``live_in``)."""
+        total = torch.zeros(
+            () if live_in is None else live_in.shape[:1], dtype=MACS_DTYPE, device=next(self.parameters()).device
+        )
+        for module, out_hw, reads_input in self.cost_layers(in_hw):
+            total = total + layer_macs(module, out_hw, live_in=live_in if reads_input else None)
+        return total
 
 
 class LogitGate(Gate):
@@ -158,12 +184,14 @@ def check_gate(spec: GateSpec) -> None:
 
 
 def run_gate(
-    gate: Optional[Gate], x: Tensor, meter: MacMeter, live_in: Optional[Tensor], summary: Optional[Tensor] = None
+    gate: Optional[Gate], x: Tensor, meter: MacMeter, live_in: LiveLike, summary: Optional[Tensor] = None
 ) -> Optional[GateOutput]:
     """The gate's decision for ``x`` (or for ``summary``, its summary of ``x`` when the caller
-    keeps one) with its cost recorded; ``None`` when ungated or when the meter measures the
+    keeps one) with its cost recorded layer by layer (``live_in``: the liveness of ``x``'s
+    channels, see :class:`acs.cost.Live`); ``None`` when ungated or when the meter measures the
     reference (gate-free) cost."""
     if gate is None or meter.dense:
         return None
-    meter.add(gate.macs(x.shape[-2:], live_in))
+    for module, out_hw, reads_input in gate.cost_layers(x.shape[-2:]):
+        meter.layer(module, out_hw, live_in=live_in if reads_input else None)
     return gate(x, summary)

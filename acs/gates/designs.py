@@ -13,17 +13,18 @@ model counts them like any other; pooling and BatchNorm are not counted, as ever
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from acs.cost import conv_output_size, layer_macs
+from acs.cost import conv_output_size
 from acs.gates.base import (
     SUMMARY_ABSMEAN,
     SUMMARY_MEAN,
     SUMMARY_SUBSAMPLED,
+    CostLayer,
     Gate,
     GateOutput,
     LogitGate,
@@ -62,11 +63,10 @@ class DDIGate(LogitGate):
         h = self.conv(self.bn(F.conv2d(summary, self.reduce.weight)).relu())
         return self.head(h.mean((2, 3)))
 
-    def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
-        hw = conv_output_size(self.reduce, in_hw)
-        total = layer_macs(self.reduce, hw, live_in=live_in)
-        total = total + layer_macs(self.conv, conv_output_size(self.conv, hw))
-        return total + layer_macs(self.head)
+    def cost_layers(self, in_hw: Sequence[int]) -> List[CostLayer]:
+        reduced = conv_output_size(self.reduce, in_hw)
+        hw = conv_output_size(self.conv, reduced)
+        return [(self.reduce, reduced, True), (self.conv, hw, False), (self.head, (1, 1), False)]
 
 
 @register_gate("aig")
@@ -97,6 +97,7 @@ class AIGGate(LogitGate):
         self.squeeze = nn.Linear(in_channels, width, bias=False)  # BN follows: a bias would be redundant
         self.bn = nn.BatchNorm1d(width)
         self.pair = nn.Linear(width, 2 * out_channels)
+        self.register_buffer("on_minus_off", torch.tensor([-1.0, 1.0]), persistent=False)
         with torch.no_grad():
             bias = self.pair.bias.view(out_channels, 2)
             bias[:, 0] = 0.0
@@ -111,18 +112,52 @@ class AIGGate(LogitGate):
             h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps)
         else:
             h = self.bn(h)
-        pair = self.pair(h.relu()).view(h.shape[0], self.out_channels, 2)
-        return pair[..., 1] - pair[..., 0]
+        # pair[..., 1] - pair[..., 0] as a product with (-1, 1): the same single rounding, and one
+        # operation backward where the two selections take three.
+        return self.pair(h.relu()).view(h.shape[0], self.out_channels, 2) @ self.on_minus_off
 
-    def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
-        return layer_macs(self.squeeze, live_in=live_in) + layer_macs(self.pair)
+    def cost_layers(self, in_hw: Sequence[int]) -> List[CostLayer]:
+        return [(self.squeeze, (1, 1), True), (self.pair, (1, 1), False)]
 
 
 def scale_free(pooled: Tensor) -> Tensor:
     """Non-negative pooled magnitudes (N × C) relative to their largest per sample. A maximum,
     not a mean, so that channels absent from a sample (exact zeros, dropped at deployment) change
     nothing, bit for bit, whatever order a deployment reduces them in."""
-    return pooled / pooled.amax(1, keepdim=True).clamp_min(1e-12)
+    return pooled / pooled.amax(1, keepdim=True).clamp_min(1e-12)  # a literal: TorchScript compiles this
+
+
+SCALE_FLOOR = 1e-12  # scale_free's, for _ScaleFree
+
+
+class _ScaleFree(torch.autograd.Function):
+    """:func:`scale_free` with its backward written out: ``y = p/m``, ``m = max(a, ε)``,
+    ``a = max_c p_c`` gives ``∂L/∂p = (g - [a > ε]·t·Σ_c g_c y_c / n) / m`` with ``t`` the channels
+    that attain the maximum and ``n`` their number (the maximum's gradient shared among ties, as
+    ``amax`` shares it). Ten operations where autograd's chain of division, clamp and maximum takes
+    about fifteen; the same values up to rounding."""
+
+    @staticmethod
+    def forward(ctx, pooled: Tensor) -> Tensor:
+        top = pooled.amax(1, keepdim=True)
+        scale = top.clamp_min(SCALE_FLOOR)
+        out = pooled / scale
+        ctx.save_for_backward(pooled, top, scale, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        pooled, top, scale, out = ctx.saved_tensors
+        ties = pooled == top
+        share = (grad * out).sum(1, keepdim=True) * (top > SCALE_FLOOR) / ties.sum(1, keepdim=True)
+        return (grad - ties * share) / scale
+
+
+def _scale_free_trained(pooled: Tensor) -> Tensor:
+    """:func:`scale_free`, through :class:`_ScaleFree` where a gradient is recorded."""
+    if torch.is_grad_enabled() and pooled.requires_grad:
+        return _ScaleFree.apply(pooled)
+    return scale_free(pooled)
 
 
 @register_gate("fbs")
@@ -158,9 +193,9 @@ class FBSGate(Gate):
         nn.init.constant_(self.saliency.bias, 1.0)
 
     def decide(self, summary: Tensor) -> GateOutput:
-        s = self.saliency(scale_free(summary)).relu()
+        s = self.saliency(_scale_free_trained(summary)).relu()
         winners = torch.zeros_like(s).scatter_(1, s.topk(self.kept, dim=1).indices, 1.0)
         return GateOutput(winners, s, s)
 
-    def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
-        return layer_macs(self.saliency, live_in=live_in)
+    def cost_layers(self, in_hw: Sequence[int]) -> List[CostLayer]:
+        return [(self.saliency, (1, 1), True)]

@@ -7,13 +7,12 @@ good and become a physically thinner ungated model.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from acs.cost import MACS_DTYPE
-from acs.gates.base import SUMMARY_INPUT, LogitGate, keep_logit, register_gate
+from acs.gates.base import SUMMARY_INPUT, CostLayer, LogitGate, keep_logit, register_gate
 from acs.ops import binary_keep
 
 
@@ -60,5 +59,5 @@ class StaticGate(LogitGate):
         mask, _ = binary_keep(self.logit.detach()[None], self.estimator, self.temperature, training=False)
         return mask[0].nonzero().flatten()
 
-    def macs(self, in_hw: Sequence[int], live_in: Optional[Tensor] = None) -> Tensor:
-        return torch.zeros(() if live_in is None else live_in.shape[:1], dtype=MACS_DTYPE, device=self.theta.device)
+    def cost_layers(self, in_hw: Sequence[int]) -> List[CostLayer]:
+        return []  # no network: the decisions cost nothing

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from acs.cost import MacMeter
 from acs.gates import GateOutput
+from acs.ops import prepared_dgconvs
 
 
 class Output(NamedTuple):
@@ -32,8 +33,11 @@ class AcsModel(nn.Module):
 
     def forward(self, x: Tensor) -> Output:
         meter = MacMeter(x.shape[0], device=x.device)
-        logits, decisions = self.run(x, meter)
-        return Output(logits, meter.total, [d.mask for d in decisions], [d.probs for d in decisions])
+        # Every DGConv2d's mask computed once for the pass, batched by shape (see prepared_dgconvs).
+        with prepared_dgconvs(self):
+            logits, decisions = self.run(x, meter)
+            macs = meter.total
+        return Output(logits, macs, [d.mask for d in decisions], [d.probs for d in decisions])
 
     @torch.no_grad()
     def dense_macs(self, input_size: Sequence[int]) -> int:

@@ -6,11 +6,12 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from acs.cost import MacMeter
+from acs.cost import Live, MacMeter
+from acs.cost.macs import LiveLike
 from acs.gates import GateOutput, GateSpec, create_gate, run_gate, summarize
 from acs.gates.base import SUMMARY_INPUT
 from acs.models.base import AcsModel
-from acs.models.layers import conv3x3, extend_live
+from acs.models.layers import conv3x3
 from acs.models.registry import register_model
 
 
@@ -39,9 +40,11 @@ class DenseLayer(nn.Module):
         self.gate = create_gate(gate, in_channels, growth)
 
     def forward(
-        self, x: Tensor, live: Optional[Tensor], meter: MacMeter, summary: Optional[Tensor] = None
+        self, x: Tensor, live: LiveLike, meter: MacMeter, summary: Optional[Tensor] = None
     ) -> Tuple[Tensor, Optional[GateOutput]]:
-        """``summary``: the gate's summary of ``x`` where the caller keeps one (see :meth:`DenseNet.run`)."""
+        """``live``: which channels of ``x`` are live (an :class:`acs.cost.Live`, an N × C tensor,
+        or ``None`` for all); ``summary``: the gate's summary of ``x`` where the caller keeps one
+        (see :meth:`DenseNet.run`)."""
         decision = run_gate(self.gate, x, meter, live, summary)
         mask = None if decision is None else decision.mask
         h = self.norm1(x).relu()
@@ -50,13 +53,13 @@ class DenseLayer(nn.Module):
             h = self.conv1(h)
             # The bottleneck is needed as soon as one output channel is kept, and not at all otherwise.
             if mask is not None:
-                live_mid = mask.amax(1, keepdim=True).expand(-1, self.conv1.out_channels)
+                live_mid = Live.any_kept(mask, self.conv1.out_channels)
             meter.layer(self.conv1, h.shape[-2:], live_in=live, live_out=live_mid)
             h = self.norm2(h).relu()
         else:
             live_mid = live
         h = self.conv2(h)
-        meter.layer(self.conv2, h.shape[-2:], live_in=live_mid, live_out=mask)
+        meter.layer(self.conv2, h.shape[-2:], live_in=live_mid, live_out=None if mask is None else Live.kept(mask))
         if mask is not None:
             factor = mask if decision.scale is None else mask * decision.scale
             h = h * factor.to(h.dtype)[:, :, None, None]
@@ -72,7 +75,7 @@ class Transition(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.pool = nn.AvgPool2d(2)
 
-    def forward(self, x: Tensor, live: Optional[Tensor], meter: MacMeter) -> Tensor:
+    def forward(self, x: Tensor, live: LiveLike, meter: MacMeter) -> Tensor:
         h = self.conv(self.norm(x).relu())
         meter.layer(self.conv, h.shape[-2:], live_in=live)
         return self.pool(h)
@@ -140,7 +143,7 @@ class DenseNet(AcsModel):
             for layer in block:
                 new, decision = layer(x, live, meter, summary)
                 mask = None if decision is None else decision.mask
-                live = extend_live(live, x.shape[1], mask, new.shape[1], new.shape[0])
+                live = Live.extend(live, x.shape[1], mask, new.shape[1])
                 x = torch.cat([x, new], 1)
                 if summary is not None:
                     summary = torch.cat([summary, summarize(new, reads)], 1)

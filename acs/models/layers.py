@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from acs.ops import DGConv2d
 
@@ -26,20 +25,3 @@ def conv3x3(kind: str, in_channels: int, out_channels: int, stride: int = 1, gro
             )
         return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False, groups=groups)
     raise ValueError(f"unknown conv kind '{kind}'; available: {', '.join(CONV_KINDS)}")
-
-
-def extend_live(
-    live: Optional[Tensor], channels: int, mask: Optional[Tensor], new_channels: int, batch: int
-) -> Optional[Tensor]:
-    """Per-sample liveness (N × (channels + new_channels)) after concatenating ``new_channels``
-    gated by ``mask`` to ``channels`` whose liveness is ``live``.
-
-    ``None`` stands for "every channel live" and stays ``None`` until some layer is gated.
-    """
-    if live is None and mask is None:
-        return None
-    if live is None:
-        live = mask.new_ones(batch, channels)
-    if mask is None:
-        mask = live.new_ones(batch, new_channels)
-    return torch.cat([live, mask.to(live.dtype)], dim=1)

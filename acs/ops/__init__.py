@@ -1,6 +1,6 @@
 """Operators: the dynamic grouping convolution and its helpers."""
 from acs.ops.binary import ESTIMATORS, binarize_ste, binary_keep, check_estimator
-from acs.ops.dgconv import DGConv2d, shared_factors_of_two
+from acs.ops.dgconv import DGConv2d, prepared_dgconvs, shared_factors_of_two
 from acs.ops.permute import ChannelPermute, PermutedGroupConv2d
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "binarize_ste",
     "binary_keep",
     "check_estimator",
+    "prepared_dgconvs",
     "shared_factors_of_two",
 ]

@@ -8,7 +8,7 @@ Binary gates pick one of two estimators (``gate.estimator``):
   evaluation the deterministic ``ste`` decision. The decision ``z + L > 0`` does not depend on the
   temperature ``τ`` and is kept with probability exactly ``σ(z)``: ``τ`` only shapes the gradient.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -16,14 +16,36 @@ from torch import Tensor
 ESTIMATORS = ("ste", "gumbel")
 
 
+class _StraightThrough(torch.autograd.Function):
+    """``1[value > threshold]`` in forward (``threshold=None``: ``value`` rounded, which is
+    ``1[value > 0.5]`` for values in [0, 1]), the incoming gradient unchanged to ``value`` in
+    backward: one autograd node, no arithmetic on the way back."""
+
+    @staticmethod
+    def forward(ctx, value: Tensor, threshold: Optional[float]) -> Tensor:
+        if threshold is None:
+            return value.round()
+        return (value > threshold).to(value.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad, None
+
+
 def binarize_ste(value: Tensor, threshold: float = 0.0) -> Tensor:
     """``1[value > threshold]`` in forward; the gradient passes to ``value`` unchanged.
 
-    The bracket matters: ``value - value.detach()`` is exactly zero, so the sum is exactly
-    ``hard``, whereas ``(hard + value) - value`` rounds and can miss 1 by an ulp.
+    The forward value is exactly the hard decision (``hard + (value - value.detach())`` computes
+    the same in three more operations; there the bracket matters, since ``(hard + value) - value``
+    rounds and can miss 1 by an ulp).
     """
-    hard = (value > threshold).to(value.dtype)
-    return hard + (value - value.detach())
+    return _StraightThrough.apply(value, float(threshold))
+
+
+def binarize_probs_ste(probs: Tensor) -> Tensor:
+    """:func:`binarize_ste` at 0.5 of values in [0, 1] (probabilities), in one operation: rounding
+    half to even sends exactly 0.5 to 0, as ``probs > 0.5`` does."""
+    return _StraightThrough.apply(probs, None)
 
 
 def check_estimator(estimator: str, temperature: float) -> None:
@@ -39,9 +61,10 @@ def binary_keep(logits: Tensor, estimator: str, temperature: float, training: bo
     :func:`check_estimator` accepted."""
     probs = logits.sigmoid()
     if estimator == "gumbel" and training:
-        uniform = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
-        soft = ((logits + uniform.log() - (-uniform).log1p()) / temperature).sigmoid()
-        return binarize_ste(soft, 0.5), probs
+        # Logistic noise log(u) - log(1 - u) = logit(u), u clamped to [1e-6, 1 - 1e-6] by logit's eps.
+        noisy = logits + torch.rand_like(logits).logit(1e-6)
+        soft = (noisy if temperature == 1.0 else noisy / temperature).sigmoid()
+        return binarize_probs_ste(soft), probs
     # σ(z) > 0.5 rather than z > 0: the deployed executor thresholds the same way, so both agree
     # also where σ rounds to exactly 0.5.
-    return binarize_ste(probs, 0.5), probs
+    return binarize_probs_ste(probs), probs

@@ -1,0 +1,240 @@
+"""Kernel launches per step (DESIGN.md, "Launches, not only FLOPs"): the counter, pinned counts of
+gated DenseNet-40 steps, and the batched bookkeeping behind them (DGConv masks for every module
+of a shape at once, the cost model evaluated once per forward pass) against the straightforward
+per-module masks and per-layer ``layer_macs`` it replaced."""
+import importlib.util
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import acs
+from acs.cost import MACS_DTYPE, Live, layer_macs
+from acs.cost.launches import LaunchCounter, step_launches
+from acs.ops import DGConv2d
+from acs.ops import dgconv as dgconv_module
+from acs.ops.dgconv import kronecker_masks
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "launches.py"
+
+# Measured after batching the bookkeeping: densenet40, one training step (forward, cross-entropy
+# plus a flops term, backward) and one evaluation step, on 2 × 3 × 16 × 16 (the counts do not
+# depend on the input size or the batch). Before (same counting): none 441/238, acs 6948/3079,
+# ddi 2625/1315, aig 2988/1246, fbs 2349/1177, static 1575/823.
+MEASURED = {
+    "none": (361, 158),
+    "acs": (1437, 567),
+    "ddi": (1342, 521),
+    "aig": (1489, 524),
+    "fbs": (1663, 635),
+    "static": (769, 305),
+}
+SLACK = 1.02  # room for an operation or two of a torch upgrade, not for per-layer bookkeeping
+
+
+def test_the_counter_counts_kernels_and_leaves_views_out():
+    x = torch.randn(4, 3)
+    with LaunchCounter() as launches:
+        y = x.view(12).unsqueeze(0).expand(2, -1).t()[1:, 0]  # views only
+        z = (y * 2).sum() + torch.tensor(1.0)  # mul, sum, a host tensor (lift_fresh), add
+    assert z.dim() == 0
+    assert dict(launches.counts) == {"mul": 1, "sum": 1, "lift_fresh": 1, "add": 1} and launches.total == 4
+
+
+@pytest.fixture(scope="module")
+def densenet40_launches():
+    counts = {}
+    for gate in MEASURED:
+        torch.manual_seed(0)
+        model = acs.create_model("densenet40", gate=gate)
+        steps = step_launches(model, torch.randn(2, 3, 16, 16), torch.randint(0, 10, (2,)))
+        counts[gate] = (steps["train"].total, steps["eval"].total)
+    return counts
+
+
+@pytest.mark.parametrize("gate", list(MEASURED))
+def test_densenet40_step_launches_do_not_grow(gate, densenet40_launches):
+    train, evaluation = densenet40_launches[gate]
+    pinned_train, pinned_eval = MEASURED[gate]
+    assert train <= pinned_train * SLACK, (gate, train)
+    assert evaluation <= pinned_eval * SLACK, (gate, evaluation)
+
+
+@pytest.mark.parametrize("gate", ["acs", "ddi"])
+def test_acs_and_ddi_gates_cost_at_most_four_ungated_steps(gate, densenet40_launches):
+    none_train, none_eval = densenet40_launches["none"]
+    train, evaluation = densenet40_launches[gate]
+    assert train <= 4.0 * none_train and evaluation <= 4.0 * none_eval, (train, evaluation)
+
+
+def test_benchmark_script_prints_every_gate_as_a_ratio(capsys):
+    spec = importlib.util.spec_from_file_location("launches", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--models", "densenet40,g_resnext29_2x64d", "--gates", "none,acs", "--input", "3,8,8"]) == 0
+    printed = capsys.readouterr().out
+    assert "densenet40           acs" in printed and "g_resnext29_2x64d    acs: n/a" in printed
+
+
+# --- the batched bookkeeping against the straightforward computation it replaced ---------------
+
+
+def reference_mask(conv: DGConv2d) -> torch.Tensor:
+    """DESIGN.md's definition, factor by factor: ``(U_1 ⊗ … ⊗ U_K) ⊗ J``,
+    ``U_k = (1 - g_k)·I₂ + g_k·1₂ₓ₂``, ``g_k = 1[gate > 0]`` with the straight-through gradient."""
+    binary = (conv.gates > 0).to(conv.gates.dtype) + (conv.gates - conv.gates.detach())
+    if conv.sort:
+        binary = binary[torch.argsort(binary.detach(), stable=True)]
+    eye, ones = torch.eye(2), torch.ones(2, 2)
+    u = torch.ones(1, 1)
+    for g in binary:
+        u = torch.kron(u, (1 - g) * eye + g * ones)
+    block = torch.ones(conv.out_channels >> conv.num_gates, conv.in_channels >> conv.num_gates)
+    return torch.kron(u, block)
+
+
+class ReferenceMeter:
+    """The cost model layer by layer: ``layer_macs`` of each layer with its liveness as an N × C
+    tensor, summed into a float64 total."""
+
+    dense = False
+
+    def __init__(self, batch: int):
+        self.total = torch.zeros(batch, dtype=MACS_DTYPE)
+
+    def add(self, macs):
+        self.total = self.total + macs
+
+    def layer(self, module, out_hw=(1, 1), live_in=None, live_out=None):
+        tensors = [live.tensor() if isinstance(live, Live) else live for live in (live_in, live_out)]
+        self.add(layer_macs(module, out_hw, *tensors))
+
+
+def reference_forward(model, x):
+    """``model``'s logits, per-sample MACs and masks with every DGConv mask built on its own from
+    Kronecker products and every layer's cost added as it runs."""
+    meter = ReferenceMeter(x.shape[0])
+    with mock.patch.object(DGConv2d, "mask", reference_mask):
+        logits, decisions = model.run(x, meter)
+    return logits, meter.total, [d.mask for d in decisions]
+
+
+def with_random_gates(model):
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, DGConv2d):
+            module.gates.data = torch.randn(module.num_gates, generator=generator)
+    return model
+
+
+CASES = [
+    ("densenet40", {"gate": "none"}),
+    ("densenet40", {"gate": "acs"}),
+    ("densenet40", {"gate": {"name": "acs", "estimator": "gumbel", "temperature": 0.5}}),
+    ("densenet40", {"gate": "ddi"}),
+    ("densenet40", {"gate": "aig"}),  # Gumbel noise by default
+    ("densenet40", {"gate": {"name": "fbs", "density": 0.5}}),
+    ("densenet40", {"gate": "static"}),
+    ("densenet40", {"gate": "acs", "conv": "dgconv"}),  # learned connectivity between gated channels
+    ("densenet40", {"gate": "acs", "conv": "group", "groups": 4}),  # fixed groups between gated channels
+    ("densenet41_acs", {"gate": "acs"}),  # bottleneck (live where anything is kept), DGConv backbone
+    ("densenet_bc100", {"gate": "ddi"}),
+    ("g_resnext29_2x64d", {}),  # ungated, DGConv nnz only
+]
+
+
+def _grads(loss, params):
+    return torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+
+
+def assert_close(new, reference, what):
+    for name, a, b in zip(what, new, reference):
+        assert (a is None) == (b is None) or (a if b is None else b).abs().max() == 0, name
+        if a is not None and b is not None:
+            assert (a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-12, name
+
+
+@pytest.mark.parametrize("name, kwargs", CASES, ids=[f"{n}-{k}" for n, k in CASES])
+def test_one_training_step_matches_the_per_layer_reference(name, kwargs):
+    """Output.macs to the last MAC, the same masks and logits, and the same gradients of the
+    loss and of the cost term (to float rounding) as the straightforward computation."""
+    torch.manual_seed(0)
+    model = with_random_gates(acs.create_model(name, num_classes=10, **kwargs)).train()
+    x, target = torch.randn(3, 3, 12, 12), torch.tensor([1, 4, 7])
+    names, params = zip(*[(n, p) for n, p in model.named_parameters()])
+
+    torch.manual_seed(5)  # the same Gumbel noise for both
+    out = model(x)
+    torch.manual_seed(5)
+    logits, macs, masks = reference_forward(model, x)
+
+    assert out.macs.dtype == MACS_DTYPE and torch.equal(out.macs, macs)
+    assert torch.equal(out.logits, logits)
+    assert len(out.masks) == len(masks) and all(torch.equal(a, b) for a, b in zip(out.masks, masks))
+    ce_new, ce_ref = F.cross_entropy(out.logits, target), F.cross_entropy(logits, target)
+    assert_close(_grads(ce_new, params), _grads(ce_ref, params), names)
+    if macs.requires_grad:
+        assert out.macs.requires_grad
+        assert_close(_grads(out.macs.mean(), params), _grads(macs.mean(), params), names)
+    else:
+        assert not out.macs.requires_grad
+
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        logits, macs, _ = reference_forward(model, x)
+        assert torch.equal(out.macs, macs) and torch.equal(out.logits, logits)
+
+
+def test_evaluation_follows_parameter_changes_of_any_kind():
+    """Masks are built at every forward pass: however the gates change between two evaluations
+    (in place, through ``.data`` behind autograd's back, by loading a state dict), the next one
+    uses them."""
+    model = with_random_gates(acs.create_model("densenet40", gate="acs", conv="dgconv")).eval()
+    x = torch.randn(2, 3, 8, 8)
+    conv = model.blocks[1][3].conv2
+    flipped = {k: -v if k.endswith("gates") else v for k, v in model.state_dict().items()}
+    changes = [lambda: conv.gates.mul_(-1), lambda: conv.gates.data.neg_(), lambda: model.load_state_dict(flipped)]
+    with torch.no_grad():
+        before = model(x).macs
+        for change in changes:
+            change()
+            out = model(x)
+            logits, macs, _ = reference_forward(model, x)
+            assert torch.equal(out.macs, macs) and torch.equal(out.logits, logits)
+        assert not torch.equal(out.macs, before)
+
+
+@pytest.mark.parametrize("out_ch, in_ch, sort", [(12, 12, False), (48, 12, False), (16, 64, False), (3, 16, False),
+                                                 (32, 32, False), (32, 32, True), (24, 40, True)])
+@pytest.mark.parametrize("backward", ["batched", "by_factor", "by_factor_and_module"])
+def test_kronecker_masks_are_the_kronecker_product(out_ch, in_ch, sort, backward, monkeypatch):
+    """The masks of several DGConvs at once, and their gradients, equal the factor-by-factor
+    Kronecker product's (the backward also in the forms it takes for large groups)."""
+    limit = {"batched": None, "by_factor": 3 * out_ch * in_ch, "by_factor_and_module": 0}[backward]
+    if limit is not None:
+        monkeypatch.setattr(dgconv_module, "_BACKWARD_CHUNK", limit)
+    generator = torch.Generator().manual_seed(out_ch + in_ch)
+    convs = [DGConv2d(in_ch, out_ch, 3, sort=sort) for _ in range(3)]
+    for conv in convs:
+        conv.gates.data = torch.randn(conv.num_gates, generator=generator)
+    upstream = torch.randn(3, out_ch, in_ch, generator=generator)
+    expected = torch.stack([reference_mask(conv) for conv in convs])
+    if convs[0].num_gates == 0:  # nothing shared between 3 and 16 channels: all ones, no gates
+        masks = kronecker_masks(torch.stack([c.gates for c in convs]), out_ch, in_ch, torch.float32)
+        assert torch.equal(masks, expected) and bool((masks == 1).all())
+        return
+    (expected * upstream).sum().backward()
+    expected_grads = [conv.gates.grad.clone() for conv in convs]
+    for conv in convs:
+        conv.gates.grad = None
+    if sort:  # sorted factors go module by module, through mask()
+        masks = torch.stack([conv.mask() for conv in convs])
+    else:
+        masks = kronecker_masks(torch.stack([c.gates for c in convs]), out_ch, in_ch, torch.float32)
+    assert torch.equal(masks, expected)
+    (masks * upstream).sum().backward()
+    for conv, grad in zip(convs, expected_grads):
+        assert torch.allclose(conv.gates.grad, grad, rtol=1e-5, atol=1e-5)
