@@ -9,13 +9,13 @@ from helpers import counted_macs
 import acs
 from acs.deploy import ThinDenseNet, to_dynamic, to_thin
 from acs.deploy.export import export_onnx
-from acs.gates import Gate, StaticGate, create_gate
+from acs.gates import Gate, StaticGate, create_gate, keep_biases
 from acs.models.densenet import DenseNet
 
 
 def test_one_decision_for_every_sample_at_no_cost():
     gate = create_gate({"name": "static", "init_keep": 0.5}, 40, 12)
-    gate.theta.data = torch.linspace(-1, 1, 12)  # the middle one is exactly 0: σ(0) is not > 0.5
+    gate.logit.data = torch.linspace(-1, 1, 12)  # the middle one is exactly 0: σ(0) is not > 0.5
     x = torch.randn(5, 40, 8, 8)
     for training in (True, False):
         mask = gate.train(training)(x).mask
@@ -25,18 +25,13 @@ def test_one_decision_for_every_sample_at_no_cost():
     assert torch.equal(gate.macs((8, 8), torch.ones(5, 40)), torch.zeros(5, dtype=torch.float64))
 
 
-def test_init_keep_sets_every_channel_and_gain_scales_the_step():
+def test_init_keep_sets_every_channel_and_the_logits_learn_through_the_mask():
     assert create_gate({"name": "static", "init_keep": 0.8}, 4, 6).eval()(torch.randn(2, 4, 3, 3)).mask.all()
     assert not create_gate({"name": "static", "init_keep": 0.2}, 4, 6).eval()(torch.randn(2, 4, 3, 3)).mask.any()
-    steps = []
-    for gain in (1.0, 4.0):
-        gate = StaticGate(4, 6, init_keep=0.5, gain=gain)
-        gate(torch.randn(3, 4, 2, 2)).mask.sum().backward()  # straight-through: d mask / d logit = σ'
-        with torch.no_grad():
-            before = gate.logit.clone()
-            gate.theta -= 0.1 * gate.theta.grad
-            steps.append(gate.logit - before)
-    assert torch.allclose(steps[1], 16 * steps[0]) and (steps[0] < 0).all()
+    gate = StaticGate(4, 6, init_keep=0.5)
+    gate(torch.randn(3, 4, 2, 2)).mask.sum().backward()  # straight-through: d mask / d logit = σ' = 1/4
+    assert torch.allclose(gate.logit.grad, torch.full((6,), 3 * 0.25))
+    assert keep_biases(torch.nn.Sequential(gate)) == [gate.logit]
 
 
 def test_gumbel_draws_per_sample_in_training_only():
@@ -51,7 +46,6 @@ def test_gumbel_draws_per_sample_in_training_only():
     "options, message",
     [
         ({"width": 8}, "gate 'static' has no option width"),
-        ({"gain": 0}, "gate.gain must be > 0, got 0"),
         ({"init_keep": 0}, "gate.init_keep must lie in (0, 1), got 0"),
     ],
 )
@@ -72,9 +66,9 @@ def trained_like(model: DenseNet, seed: int = 0) -> DenseNet:
             m.bias.data.normal_(0.0, 0.5)
     gates = [m for m in model.modules() if isinstance(m, StaticGate)]
     for index, gate in enumerate(gates):
-        gate.theta.data.normal_()
+        gate.logit.data.normal_()
         if index % 5 == 2:
-            gate.theta.data.fill_(-1.0)
+            gate.logit.data.fill_(-1.0)
     return model.eval()
 
 

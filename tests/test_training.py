@@ -157,10 +157,10 @@ def test_optimizer_state_of_another_layout_is_a_clear_error(tmp_path, tiny_overr
     train(tmp_path, *tiny_overrides, "trainer.max_epochs=1")
     last = tmp_path / "checkpoints" / "last.pt"
     state = load_checkpoint(last)
-    # As a checkpoint written before the grouping gates had a parameter group of their own.
-    rest, grouping = state["optimizer"]["param_groups"]
-    rest["params"] = rest["params"] + grouping["params"]
-    state["optimizer"]["param_groups"] = [rest]
+    # As a checkpoint written before the keep biases had a parameter group of their own.
+    *others, keep = state["optimizer"]["param_groups"]
+    others[0]["params"] = others[0]["params"] + keep["params"]
+    state["optimizer"]["param_groups"] = others
     torch.save(state, last)
     before = last.read_bytes()
     with pytest.raises(CheckpointError, match="optimizer state does not fit this run's optimizer"):

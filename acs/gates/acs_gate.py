@@ -27,6 +27,7 @@ class ACSGate(LogitGate):
     """
 
     reads = SUMMARY_SUBSAMPLED
+    keep_bias = "head.bias"
 
     def __init__(
         self,

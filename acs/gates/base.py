@@ -80,6 +80,10 @@ class Gate(nn.Module):
     """
 
     reads = SUMMARY_INPUT
+    # The name of the parameter that shifts the keep logits one for one (a gate network's output
+    # bias), or None. The compute term reaches each logit only through its channel's small share of
+    # the model's MACs, so that parameter gets a learning rate of its own (keep_biases, optimizer).
+    keep_bias: Optional[str] = None
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -108,6 +112,11 @@ class Gate(nn.Module):
         for module, out_hw, reads_input in self.cost_layers(in_hw):
             total = total + layer_macs(module, out_hw, live_in=live_in if reads_input else None)
         return total
+
+
+def keep_biases(model: nn.Module) -> List[nn.Parameter]:
+    """The keep-bias parameter (:attr:`Gate.keep_bias`) of every gate in ``model``."""
+    return [m.get_parameter(m.keep_bias) for m in model.modules() if isinstance(m, Gate) and m.keep_bias]
 
 
 class LogitGate(Gate):

@@ -40,6 +40,7 @@ class DDIGate(LogitGate):
     3×3 conv (w→w) → global average pool → linear with bias (w→k) → sigmoid → 0.5 threshold``."""
 
     reads = SUMMARY_SUBSAMPLED
+    keep_bias = "head.bias"
 
     def __init__(
         self,
@@ -82,6 +83,7 @@ class AIGGate(LogitGate):
     """
 
     reads = SUMMARY_MEAN
+    keep_bias = "pair.bias"  # the (off, on) pair's: their difference is the keep logit
 
     def __init__(
         self,

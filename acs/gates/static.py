@@ -22,34 +22,24 @@ class StaticGate(LogitGate):
     channel (straight-through in training, or a Gumbel-sigmoid draw per sample with
     ``estimator="gumbel"``). ``init_keep`` sets every logit's starting keep probability.
 
-    The logit is ``gain · θ`` with ``θ`` the parameter. A gate network's keep logit moves through
-    its whole head (some dozen weights per logit) at every step; a lone parameter would move that
-    much slower, since a channel's share of the compute term's gradient is about 1/400 of the
-    model here. ``gain`` multiplies the logit's step by ``gain²`` under SGD (the effective learning
-    rate of the static decisions), so the baseline gets a learning rate of its own to tune.
+    The logits are the gate's keep bias (``keep_bias``): ``optimizer.keep_bias_lr_scale`` sets
+    their learning rate, as it does for the gate networks' output biases.
     """
 
     # The input itself needs no copy; the gate never reads it beyond its batch size.
     reads = SUMMARY_INPUT
+    keep_bias = "logit"
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
         init_keep: float = 0.9,
-        gain: float = 16.0,
         estimator: str = "ste",
         temperature: float = 1.0,
     ) -> None:
         super().__init__(in_channels, out_channels, estimator, temperature)
-        if not gain > 0:
-            raise ValueError(f"gate.gain must be > 0, got {gain}")
-        self.gain = gain
-        self.theta = nn.Parameter(torch.full((out_channels,), keep_logit(init_keep) / gain))
-
-    @property
-    def logit(self) -> Tensor:
-        return self.gain * self.theta
+        self.logit = nn.Parameter(torch.full((out_channels,), keep_logit(init_keep)))
 
     def score(self, summary: Tensor) -> Tensor:
         return self.logit.expand(summary.shape[0], -1)

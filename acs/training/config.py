@@ -50,7 +50,6 @@ class GateConfig:
     estimator: Optional[str] = None  # acs, ddi, aig, static: ste | gumbel
     temperature: Optional[float] = None  # acs, ddi, aig, static: Gumbel temperature (estimator=gumbel)
     density: Optional[float] = None  # fbs: fraction of channels kept
-    gain: Optional[float] = None  # static: logit = gain * parameter (the static decisions' learning rate)
 
 
 @dataclass
@@ -79,6 +78,10 @@ class OptimizerConfig:
     # learning rate flips a whole group structure per step, and weight decay pulls them onto it.
     grouping_lr_scale: float = 1.0
     grouping_weight_decay: float = "${.weight_decay}"  # type: ignore[assignment]
+    # Each gate's keep bias (acs.gates.keep_biases: the output bias of a gate network, a static gate's
+    # logits) likewise: the compute term reaches one only through its channel's ~1/400 share of the MACs.
+    keep_bias_lr_scale: float = 1.0
+    keep_bias_weight_decay: float = "${.weight_decay}"  # type: ignore[assignment]
 
 
 @dataclass
@@ -228,14 +231,10 @@ def validate(cfg: DictConfig) -> None:
     _check(opt.momentum >= 0, f"optimizer.momentum must be >= 0, got {opt.momentum}")
     betas = list(opt.betas)
     _check(len(betas) == 2 and all(0 <= b < 1 for b in betas), f"optimizer.betas are two values in [0, 1), got {betas}")
-    _check(
-        cfg.optimizer.grouping_lr_scale >= 0,
-        f"optimizer.grouping_lr_scale must be >= 0, got {cfg.optimizer.grouping_lr_scale}",
-    )
-    _check(
-        cfg.optimizer.grouping_weight_decay >= 0,
-        f"optimizer.grouping_weight_decay must be >= 0, got {cfg.optimizer.grouping_weight_decay}",
-    )
+    for group in ("grouping", "keep_bias"):
+        scale, decay = opt[f"{group}_lr_scale"], opt[f"{group}_weight_decay"]
+        _check(scale >= 0, f"optimizer.{group}_lr_scale must be >= 0, got {scale}")
+        _check(decay >= 0, f"optimizer.{group}_weight_decay must be >= 0, got {decay}")
     _check(cfg.trainer.max_epochs >= 1, f"trainer.max_epochs must be >= 1, got {cfg.trainer.max_epochs}")
     _check(
         cfg.trainer.precise_bn_batches >= 0,

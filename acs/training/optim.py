@@ -9,18 +9,23 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from acs.gates import keep_biases
 from acs.ops import DGConv2d
 
 
 def parameter_groups(cfg: DictConfig, model: nn.Module) -> list[dict]:
-    """All parameters, with DGConv2d's grouping gates in a group of their own lr and weight decay."""
-    grouping = [m.gates for m in model.modules() if isinstance(m, DGConv2d)]
-    grouping_ids = {id(p) for p in grouping}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in grouping_ids]}]
-    if grouping:
-        groups.append(
-            {"params": grouping, "lr": cfg.lr * cfg.grouping_lr_scale, "weight_decay": cfg.grouping_weight_decay}
-        )
+    """All parameters, with DGConv2d's grouping gates and the gates' keep biases each in a group of
+    their own lr and weight decay."""
+    special = {
+        "grouping": [m.gates for m in model.modules() if isinstance(m, DGConv2d)],
+        "keep_bias": keep_biases(model),
+    }
+    taken = {id(p) for params in special.values() for p in params}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in taken]}]
+    for name, params in special.items():
+        if params:
+            lr, decay = cfg.lr * cfg[f"{name}_lr_scale"], cfg[f"{name}_weight_decay"]
+            groups.append({"params": params, "lr": lr, "weight_decay": decay})
     return groups
 
 
