@@ -12,7 +12,7 @@ from matplotlib.transforms import Bbox
 from acs.reporting import wandb_sweep, write_report
 from acs.reporting.jobs import collect_jobs
 from acs.reporting.matched import arms, static_front
-from acs.reporting.pareto import MARKER_SIZE, PlotPoint, plot_pareto
+from acs.reporting.pareto import MARKER_SIZE, PlotPoint, arm_points, plot_pareto
 
 WARM = "init_from=outputs/backbone/checkpoints/best.pt"
 STATIC = ["gate=none", "regularizer=none"]
@@ -180,3 +180,13 @@ def test_the_wandb_sweep_summary_logs_the_report_figure_not_a_one_colour_scatter
     assert logged["pareto"] == ("image", str(report.png_path))
     assert logged["jobs"] == ("table", report.columns, report.data)
     assert set(logged) == {"jobs", "pareto"}
+
+
+def test_a_per_seed_warm_start_is_named_by_the_folder_of_its_backbones(tmp_path):
+    # As a sweep writes `init_from=multirun/s/ungated/${seed}/checkpoints/best.pt` into its jobs' overrides.
+    escaped = "init_from=multirun/s/ungated/$\\{seed\\}/checkpoints/best.pt"
+    for seed in range(2):
+        write_job(tmp_path / str(seed), [escaped, f"seed={seed}"], acc1=90.0 + seed, macs=40e6)
+    write_job(tmp_path / "scratch", ["seed=0"], acc1=92.0, macs=40e6)
+    points = arm_points(collect_jobs([tmp_path]))
+    assert sorted(p.arm for p in points) == ["acs", "acs, warm-started from ungated"]

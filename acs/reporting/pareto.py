@@ -111,8 +111,11 @@ def _numeric(value: Any) -> bool:
 
 def _warm_start(path: str) -> str:
     """'warm-started from backbone' for init_from=outputs/backbone/checkpoints/best.pt: the run, not the file."""
+    path = path.replace("\\{", "{").replace("\\}", "}")  # a sweep's job overrides escape interpolations
     checkpoint = PurePosixPath(path)
     run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    while "${" in run.name:  # a run per seed (ungated/${seed}): the folder that holds them names it
+        run = run.parent
     return f"warm-started from {run.name or path}"
 
 

@@ -41,7 +41,8 @@ def configurations(jobs: Sequence[JobResult], metric: str = "test/acc1") -> List
     labelled = []
     for members in groups.values():
         first = members[0]
-        label = short_label({k: first.overrides[k] for k in keys if k in first.overrides}) or "(all)"
+        own = {k: first.overrides[k] for k in keys if k in first.overrides}
+        label = short_label(own) or "(the shared overrides only)"
         labelled.append((label, members))
     return labelled
 
