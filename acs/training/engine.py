@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from acs.training.metrics import SplitMetrics
+from acs.training.metrics import SplitMetrics, sum_dtype
 from acs.training.objective import Regularizer, classification_loss
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
@@ -35,6 +35,9 @@ class StepContext:
     regularizer: Optional[Regularizer] = None
     grad_clip: Optional[float] = None
     progress: bool = True
+    # Steps between the host's reads of the device (the NaN guard and the progress bar's figures): the
+    # steps in between queue their work without waiting for it. The metrics are read once, at the end.
+    check_every: int = 20
 
     def autocast(self):
         dtype = AUTOCAST_DTYPES[self.precision] if self.device.type == "cuda" else None
@@ -68,12 +71,20 @@ def run_epoch(
     scaler: Optional[torch.amp.GradScaler] = None,
     description: str = "",
 ) -> Dict[str, float]:
-    """Trains one epoch when ``optimizer`` is given, else evaluates; returns ``split/...`` metrics."""
+    """Trains one epoch when ``optimizer`` is given, else evaluates; returns ``split/...`` metrics.
+
+    Nothing in a step waits for the device: the metrics add up there, and so does the NaN guard (the
+    first step whose loss or gradient norm is not finite, and that value). The host reads the guard,
+    with the progress bar's figures, every ``ctx.check_every`` steps and at the end, with the metrics;
+    a diverged run stops there, naming the step where it diverged."""
     training = optimizer is not None
     model.train(training)
     stats = SplitMetrics(split, dense_macs)
+    guard = _Guard(ctx.device)
     bar = tqdm(loader, desc=description or split, disable=not ctx.progress, leave=False, dynamic_ncols=True)
     grad_context = contextlib.nullcontext() if training else torch.no_grad()
+    every = max(int(ctx.check_every), 1)
+    last = len(loader) - 1 if hasattr(loader, "__len__") else -1  # read at the end anyway
     with grad_context:
         for step, (images, target) in enumerate(bar):
             images, target = ctx.to_device(images, target)
@@ -82,17 +93,47 @@ def run_epoch(
             loss, xent = classification_loss(out.logits, target, ctx.loss)
             reg = ctx.regularizer(out) if ctx.regularizer is not None else None
             total = loss + reg if reg is not None else loss
-            if not torch.isfinite(total):
-                raise TrainingDiverged(f"{split} loss became {total.item()} at step {step}")
+            guard.watch(total.detach(), step, "loss")
             if training:
-                _step(model, total, optimizer, scaler, ctx.grad_clip, step)
+                _step(model, total, optimizer, scaler, ctx.grad_clip, step, guard)
             stats.update(out, target, total.detach(), xent, None if reg is None else reg.detach())
-            if step % 10 == 0:
-                bar.set_postfix(stats.running, refresh=False)
+            if (step + 1) % every == 0 and step != last:
+                if ctx.progress and stats.sums is not None:  # the bar's figures come with the guard
+                    values = torch.cat([guard.state, stats.sums.to(guard.state.dtype)]).tolist()
+                    guard.check(values[:3], split)
+                    bar.set_postfix(stats.figures(values[3:]), refresh=False)
+                else:
+                    guard.check(guard.state.tolist(), split)
+    guard.check(stats.read(guard.state), split)  # with the metrics: one read
     return stats.all_reduce().compute()  # the whole split, whatever the number of processes
 
 
-def _step(model, total, optimizer, scaler, grad_clip, step) -> None:
+class _Guard:
+    """The first step whose watched value was not finite, kept on the device: ``state`` is
+    (step or -1, which value, the value)."""
+
+    KINDS = ("loss", "gradient norm")
+
+    def __init__(self, device: torch.device):
+        self.state = torch.zeros(3, dtype=sum_dtype(device), device=device)
+        self.state[0] = -1  # filled there, not copied
+
+    def watch(self, value: Tensor, step: int, kind: str) -> None:
+        value = value.detach().to(self.state.dtype).reshape(())
+        bad = ~torch.isfinite(value) & (self.state[0] < 0)
+        # Filled on the device: a tensor made from a Python number would be a blocking copy to it.
+        seen = torch.stack([torch.full_like(value, step), torch.full_like(value, self.KINDS.index(kind)), value])
+        self.state = torch.where(bad, seen, self.state)
+
+    def check(self, values, split: str) -> None:
+        """Raises :class:`TrainingDiverged` when the state read to the host, ``values``, holds a step."""
+        step, kind, value = values[:3]
+        if step >= 0:
+            name = f"{split} loss" if self.KINDS[int(kind)] == "loss" else "gradient norm"
+            raise TrainingDiverged(f"{name} became {value} at step {int(step)}")
+
+
+def _step(model, total, optimizer, scaler, grad_clip, step, guard: _Guard) -> None:
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None and scaler.is_enabled():
         # fp16: the scaler skips steps with overflowing gradients by design; no finiteness check here.
@@ -105,6 +146,7 @@ def _step(model, total, optimizer, scaler, grad_clip, step) -> None:
         return
     total.backward()
     norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
-    if not torch.isfinite(norm):
-        raise TrainingDiverged(f"gradient norm became {norm.item()} at step {step}")
+    # Read with the loss at the next check: until then, a non-finite step updates the weights, which
+    # matters not, for the run stops there without saving them.
+    guard.watch(norm, step, "gradient norm")
     optimizer.step()

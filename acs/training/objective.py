@@ -102,15 +102,3 @@ def build_regularizer(cfg: Mapping[str, Any], dense_macs: int) -> Optional[Regul
     if name == "l1":
         return L1Regularizer(beta)
     raise ValueError(f"unknown regularizer '{name}'; available: {', '.join(REGULARIZERS)}")
-
-
-def accuracy_counts(logits: Tensor, target: Tensor, topk=(1, 5)) -> Tuple[int, ...]:
-    """Number of samples whose target is among the top-k logits, for each k (k capped at classes)."""
-    maxk = min(max(topk), logits.shape[1])
-    top = logits.topk(maxk, dim=1).indices
-    hits = top.eq(target[:, None])
-    return tuple(int(hits[:, : min(k, maxk)].any(1).sum()) for k in topk)
-
-
-def is_finite(value: Tensor) -> bool:
-    return bool(torch.isfinite(value).all())
