@@ -8,18 +8,17 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from acs.gates import ACSGate, AIGGate, DDIGate, LogitGate
+from acs.gates import AIGGate, LogitGate
 from acs.ops import DGConv2d
 
 
 def keep_bias(gate: LogitGate) -> Tensor:
-    """The parameter (a view of it) that shifts each keep logit of ``gate`` one for one: the head
-    bias of ``acs`` and ``ddi``, the ``on`` half of ``aig``'s (off, on) pair bias."""
-    if isinstance(gate, (ACSGate, DDIGate)):
-        return gate.head.bias
-    if isinstance(gate, AIGGate):
-        return gate.pair.bias.view(-1, 2)[:, 1]
-    raise TypeError(f"no keep bias known for gate {type(gate).__name__}")
+    """The parameter (a view of it) that shifts each keep logit of ``gate`` one for one: the gate's
+    own :attr:`~acs.gates.Gate.keep_bias`, of which ``aig``'s is the ``on`` half of its (off, on) pairs."""
+    if not gate.keep_bias:
+        raise TypeError(f"no keep bias known for gate {type(gate).__name__}")
+    bias = gate.get_parameter(gate.keep_bias)
+    return bias.view(-1, 2)[:, 1] if isinstance(gate, AIGGate) else bias
 
 
 @torch.no_grad()

@@ -100,7 +100,7 @@ def run_epoch(
             if (step + 1) % every == 0 and step != last:
                 if ctx.progress and stats.sums is not None:  # the bar's figures come with the guard
                     values = torch.cat([guard.state, stats.sums.to(guard.state.dtype)]).tolist()
-                    guard.check(values[:3], split)
+                    guard.check(values, split)
                     bar.set_postfix(stats.figures(values[3:]), refresh=False)
                 else:
                     guard.check(guard.state.tolist(), split)

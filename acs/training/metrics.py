@@ -85,11 +85,6 @@ class SplitMetrics:
         self._host = None
         return self
 
-    @property
-    def running(self) -> Dict[str, float]:
-        """Short figures for a progress bar (a read of the device sums: call it at a low rate)."""
-        return self.figures(self.sums.tolist() if self.sums is not None else [0.0] * len(KEYS))
-
     def compute(self) -> Dict[str, float]:
         n = max(self.samples, 1)
         kept = self.kept or []
