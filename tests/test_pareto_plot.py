@@ -9,10 +9,12 @@ import pytest
 from helpers import write_job
 from matplotlib.transforms import Bbox
 
-from acs.reporting import wandb_sweep, write_report
+from acs.report import main
+from acs.reporting import ReportError, wandb_sweep, write_report
 from acs.reporting.jobs import collect_jobs
 from acs.reporting.matched import arms, static_front
 from acs.reporting.pareto import MARKER_SIZE, PlotPoint, arm_points, plot_pareto
+from acs.reporting.results_table import read_results, replot
 
 WARM = "init_from=outputs/backbone/checkpoints/best.pt"
 STATIC = ["gate=none", "regularizer=none"]
@@ -190,3 +192,35 @@ def test_a_per_seed_warm_start_is_named_by_the_folder_of_its_backbones(tmp_path)
     write_job(tmp_path / "scratch", ["seed=0"], acc1=92.0, macs=40e6)
     points = arm_points(collect_jobs([tmp_path]))
     assert sorted(p.arm for p in points) == ["acs", "acs, warm-started from ungated"]
+
+
+# ------------------------------------------------------------------------ the figure drawn again from a table
+
+
+def test_a_results_csv_gives_back_the_figure_of_its_run_folders(study, tmp_path):
+    """A committed study keeps results.csv, not its runs: the figure drawn from the table is the one
+    drawn from the folders, point for point, arm for arm."""
+    report = write_report(study, x="macs")
+    jobs = read_results(report.csv_path)
+    assert [j.name for j in jobs] == [j.name for j in report.jobs]
+    assert arm_points(jobs, x="macs") == arm_points(report.jobs, x="macs")
+    out = replot(report.csv_path, out_dir=tmp_path, x="macs")
+    assert out == tmp_path / "pareto.png" and out.read_bytes().startswith(b"\x89PNG")
+    main(["--x", "macs", str(report.csv_path)])  # in place, beside the table
+    assert report.png_path.stat().st_mtime_ns >= out.stat().st_mtime_ns
+
+
+def test_a_file_that_is_not_a_results_table_is_one_error(tmp_path, capsys):
+    other = tmp_path / "metrics.csv"
+    other.write_text("epoch,loss\n1,0.5\n")
+    with pytest.raises(ReportError, match="not a report's results.csv"):
+        read_results(other)
+    assert main([str(other)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {other}: not a report's results.csv (no column job, model, gate, dataset, test_acc1_%, "
+        "test_acc5_%, macs_per_image, flops_per_image, compute_%, params, run_time_s, epochs, status, "
+        "on_front, baseline, error)"
+    ]
+    assert main([str(tmp_path / "missing.csv")]) == 2
+    assert main([str(other), str(tmp_path)]) == 2  # a table and a folder: which report is meant?
+    assert "not both" in capsys.readouterr().err
