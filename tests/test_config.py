@@ -169,14 +169,17 @@ def test_the_quick_start_runs_ungated_as_typed():
     assert cfg.gate.width is None and all(layer.gate is None for block in model.blocks for layer in block)
 
 
+DETACH = {"detach_input": True}  # the quick start's, for every design that reads its input
+
+
 @pytest.mark.parametrize(
     "gate, expected",
     [
-        ("acs", {"width": 16, "init_keep": 0.55, "conv": "dgconv", "estimator": "ste", "temperature": 1.0}),
-        ("ddi", {"width": 16, "init_keep": 0.55, "estimator": "ste", "temperature": 1.0}),
+        ("acs", {"width": 16, "init_keep": 0.55, "conv": "dgconv", "estimator": "ste", "temperature": 1.0, **DETACH}),
+        ("ddi", {"width": 16, "init_keep": 0.55, "estimator": "ste", "temperature": 1.0, **DETACH}),
         # its own estimator, the preset's width
-        ("aig", {"width": 16, "init_keep": 0.55, "estimator": "gumbel", "temperature": 1.0}),
-        ("fbs", {"density": 0.5}),  # no width, no init_keep: the preset's do not reach it
+        ("aig", {"width": 16, "init_keep": 0.55, "estimator": "gumbel", "temperature": 1.0, **DETACH}),
+        ("fbs", {"density": 0.5, **DETACH}),  # no width, no init_keep: the preset's do not reach it
     ],
 )
 def test_a_presets_gate_options_reach_only_the_designs_that_have_them(gate, expected):
@@ -190,7 +193,10 @@ def test_a_presets_gate_options_reach_only_the_designs_that_have_them(gate, expe
     "overrides, message",
     [
         (["experiment=quickstart", "gate=fbs", "gate.width=8"], "gate 'fbs' has no option width; its options: density"),
-        (["+gate_preset.widht=8"], "gate_preset.widht is no gate's option; gate options: conv, density, estimator"),
+        (
+            ["+gate_preset.widht=8"],
+            "gate_preset.widht is no gate's option; gate options: conv, density, detach_input, estimator",
+        ),
     ],
 )
 def test_a_gate_option_typed_for_a_design_without_it_is_still_an_error(overrides, message):

@@ -61,6 +61,29 @@ def test_gradient_reaches_every_gate_parameter_through_the_mask():
         assert grad is not None and grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("name", ["acs", "ddi", "aig", "fbs"])
+def test_detach_input_stops_the_gates_gradients_at_the_features_it_reads(name):
+    """The same decisions either way; with detach_input the gate network still learns, but nothing
+    of its loss (the compute term's, the mask's) flows back into the backbone features it reads."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 20, 8, 8)
+    gate = create_gate({"name": name}, 20, 12)
+    decisions, grads = [], []
+    for detach in (False, True):
+        gate.detach_input = detach
+        gate.zero_grad()
+        features = x.clone().requires_grad_()
+        torch.manual_seed(1)  # the same Gumbel noise for AIG's estimator both times
+        out = gate(features)
+        (out.mask.sum() + out.probs.sum()).backward()
+        decisions.append(out.mask)
+        grads.append(features.grad)
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in gate.parameters() if p.ndim > 1), detach
+    assert torch.equal(decisions[0], decisions[1])
+    assert grads[0].abs().sum() > 0 and grads[1] is None
+    assert create_gate({"name": name, "detach_input": True}, 20, 12).detach_input
+
+
 @pytest.mark.parametrize("conv", ["dgconv", "dense"])
 @pytest.mark.parametrize("hw", [(32, 32), (15, 9)])
 def test_own_macs_equal_flop_counter(conv, hw):

@@ -39,8 +39,9 @@ class ACSGate(LogitGate):
         estimator: str = "ste",
         temperature: float = 1.0,
         groups: Optional[int] = None,
+        detach_input: bool = False,
     ) -> None:
-        super().__init__(in_channels, out_channels, estimator, temperature)
+        super().__init__(in_channels, out_channels, estimator, temperature, detach_input)
         check_width(width)
         if conv not in CONVS:
             raise ValueError(f"gate.conv must be one of {', '.join(CONVS)}, got '{conv}'")

@@ -85,12 +85,17 @@ class Gate(nn.Module):
     # the model's MACs, so that parameter gets a learning rate of its own (keep_biases, optimizer).
     keep_bias: Optional[str] = None
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, detach_input: bool = False) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
+        # With detach_input the gate's gradients (the compute term's, and the classification loss's
+        # through the mask) train the gate network only and stop at the features it reads: the
+        # backbone then learns from its masked outputs alone instead of being bent to move 36 gates.
+        self.detach_input = detach_input
 
     def forward(self, x: Tensor, summary: Optional[Tensor] = None) -> GateOutput:
-        return self.decide(summarize(x, self.reads) if summary is None else summary)
+        summary = summarize(x, self.reads) if summary is None else summary
+        return self.decide(summary.detach() if self.detach_input else summary)
 
     def decide(self, summary: Tensor) -> GateOutput:
         """The decision from ``summarize(x, self.reads)``."""
@@ -124,8 +129,10 @@ class LogitGate(Gate):
     :mod:`acs.ops.binary` (``ste`` or ``gumbel`` with ``temperature``); evaluation always
     thresholds the keep probability at 0.5. Subclasses implement :meth:`score`."""
 
-    def __init__(self, in_channels: int, out_channels: int, estimator: str, temperature: float) -> None:
-        super().__init__(in_channels, out_channels)
+    def __init__(
+        self, in_channels: int, out_channels: int, estimator: str, temperature: float, detach_input: bool = False
+    ) -> None:
+        super().__init__(in_channels, out_channels, detach_input)
         check_estimator(estimator, temperature)
         self.estimator, self.temperature = estimator, temperature
 

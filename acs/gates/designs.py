@@ -50,8 +50,9 @@ class DDIGate(LogitGate):
         init_keep: float = 0.9,
         estimator: str = "ste",
         temperature: float = 1.0,
+        detach_input: bool = False,
     ) -> None:
-        super().__init__(in_channels, out_channels, estimator, temperature)
+        super().__init__(in_channels, out_channels, estimator, temperature, detach_input)
         check_width(width)
         self.reduce = nn.Conv2d(in_channels, width, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(width)
@@ -93,8 +94,9 @@ class AIGGate(LogitGate):
         init_keep: float = 0.9,
         estimator: str = "gumbel",
         temperature: float = 1.0,
+        detach_input: bool = False,
     ) -> None:
-        super().__init__(in_channels, out_channels, estimator, temperature)
+        super().__init__(in_channels, out_channels, estimator, temperature, detach_input)
         check_width(width)
         self.squeeze = nn.Linear(in_channels, width, bias=False)  # BN follows: a bias would be redundant
         self.bn = nn.BatchNorm1d(width)
@@ -184,8 +186,8 @@ class FBSGate(Gate):
 
     reads = SUMMARY_ABSMEAN
 
-    def __init__(self, in_channels: int, out_channels: int, density: float = 0.5) -> None:
-        super().__init__(in_channels, out_channels)
+    def __init__(self, in_channels: int, out_channels: int, density: float = 0.5, detach_input: bool = False) -> None:
+        super().__init__(in_channels, out_channels, detach_input)
         if not 0.0 < density <= 1.0:
             raise ValueError(f"gate.density must lie in (0, 1], got {density}")
         # Rounded first, so that a density such as 1/3 of 12 channels keeps 4, not 5.

@@ -50,6 +50,7 @@ class GateConfig:
     estimator: Optional[str] = None  # acs, ddi, aig, static: ste | gumbel
     temperature: Optional[float] = None  # acs, ddi, aig, static: Gumbel temperature (estimator=gumbel)
     density: Optional[float] = None  # fbs: fraction of channels kept
+    detach_input: Optional[bool] = None  # acs, ddi, aig, fbs: the gate's gradients stop at the features it reads
 
 
 @dataclass
