@@ -13,7 +13,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m acs.report",
         description="Tabulate the jobs of Hydra run/sweep folders and plot accuracy against FLOPs "
-        "with the Pareto front. Writes results.csv, results.md and pareto.png.",
+        "with the Pareto front. Writes results.csv, results.md and pareto.png (and keep_profiles.png, the "
+        "final keep rate per gated layer of each gated job).",
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="a sweep folder, a run folder, or a parent of several")
     parser.add_argument("--out", metavar="OUTDIR", help="where to write the report (default: the first DIR)")
