@@ -94,14 +94,11 @@ def test_none_writes_nothing_and_unknown_name_fails(tmp_path):
 class _FakeRun:
     def __init__(self, fail_log: bool = False):
         self.id, self.summary, self.logged, self.finished = "fake123", {}, [], []
-        self.defined, self.artifacts = [], []
+        self.defined = []
         self._fail_log = fail_log
 
     def define_metric(self, name, **options):
         self.defined.append((name, options))
-
-    def log_artifact(self, artifact, aliases=()):
-        self.artifacts.append((artifact, list(aliases)))
 
     def log(self, data, step=None):
         if self._fail_log:
