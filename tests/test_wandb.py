@@ -7,10 +7,21 @@ import sys
 
 import pytest
 import yaml
-from helpers import REPO, TINY, finished_wandb_records, records_of, run_py, wandb_history, wandb_summary
+from helpers import (
+    QUIET,
+    REPO,
+    TINY,
+    compose_config,
+    finished_wandb_records,
+    records_of,
+    run_py,
+    wandb_history,
+    wandb_summary,
+)
 
 from acs.reporting import job_name
 from acs.reporting.keep_rates import KEEP_PROFILES_PNG, KEEP_RATES_PNG
+from acs.training.runner import evaluate_checkpoint
 
 wandb = pytest.importorskip("wandb")
 
@@ -28,12 +39,17 @@ def study(tmp_path_factory):
          "logger.wandb.notes=first look", "regularizer.beta=0,0.5", f"hydra.sweep.dir={sweep}"],
         [*TINY, *OFFLINE, "gate=none", f"logger.wandb.group={GROUP}", "logger.wandb.name=baseline",
          f"hydra.run.dir={baseline}"],
-        ["mode=eval", f"ckpt_path={baseline}/checkpoints/best.pt", "trainer=cpu", "trainer.progress=false",
-         *OFFLINE[1:], f"hydra.run.dir={evaluation}"],
     ]  # fmt: skip
     for args in runs:
         result = run_py(*args)
         assert result.returncode == 0, result.stderr[-3000:]
+    # The evaluation in this process, as run.py would run it: one process start less.
+    overrides = ["mode=eval", f"ckpt_path={baseline}/checkpoints/best.pt", "trainer=cpu", "trainer.progress=false"]
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in QUIET.items():
+            if key.startswith("WANDB_"):
+                mp.setenv(key, value)
+        evaluate_checkpoint(compose_config(*overrides, *OFFLINE[1:]), evaluation, overrides)
     return sweep, baseline, evaluation
 
 
