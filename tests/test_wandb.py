@@ -148,3 +148,5 @@ def test_a_job_is_named_by_its_swept_values(tmp_path):
     single = _hydra_files(tmp_path / "run")
     name = job_name(["model=densenet40", "regularizer.beta=0.6", "logger.wandb.mode=offline"], single)
     assert name == "model=densenet40, beta=0.6"
+    evaluation = ["mode=eval", "ckpt_path=/data/me/outputs/2026-12-02/10-00-00/checkpoints/best.pt"]
+    assert job_name(evaluation, single) == "mode=eval, ckpt_path=…/10-00-00/checkpoints/best.pt"

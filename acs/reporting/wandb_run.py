@@ -23,11 +23,17 @@ def job_name(overrides: Sequence[str], run_dir: Path) -> str:
     """The job's name in W&B: its swept values with keys shortened to their last component
     (``beta=3, seed=1``). A job of a sweep knows what was swept from the sweep's ``multirun.yaml``
     (command-line sweeps) or its own ``.hydra/hydra.yaml`` (a sweeper's ``params``, as Optuna's);
-    a single run is named by all its overrides. Empty when nothing is left."""
+    a single run is named by all its overrides, a path among them by its last three parts
+    (``ckpt_path=…/10-00-00/checkpoints/best.pt``). Empty when nothing is left."""
     own = dict(parse_override(o) for o in overrides)
     swept = swept_keys(Path(run_dir))
-    chosen = {k: v for k, v in own.items() if (k in swept if swept else not k.startswith(UNNAMED))}
+    chosen = {k: _short_path(v) for k, v in own.items() if (k in swept if swept else not k.startswith(UNNAMED))}
     return short_label(chosen)
+
+
+def _short_path(value: str) -> str:
+    parts = value.split("/")
+    return "/".join(["…", *parts[-3:]]) if len(parts) > 4 else value
 
 
 def swept_keys(run_dir: Path) -> List[str]:
