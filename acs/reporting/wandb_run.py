@@ -59,7 +59,7 @@ def swept_keys(run_dir: Path) -> List[str]:
 def log_run_end(logger: RunLogger, summary: Mapping[str, Any], run_dir: Path) -> None:
     """Logs what the history does not hold to the run's W&B summary (the best checkpoint's metrics
     under ``best/``, parameters, dense MACs, run time), the keep rates of its gated layers over the
-    epochs as one chart and as ``keep_rates.png``, and with ``log_checkpoints`` its ``best.pt`` as a
+    epochs as one chart beside the run's ``keep_rates.png``, and with ``log_checkpoints`` its ``best.pt`` as a
     model artifact whose metadata is the summary (``summary`` as the run writes it to ``summary.json``)."""
     run_dir = Path(run_dir)
     logger.log_summary(flat_summary(summary, final=False))
