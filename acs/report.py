@@ -15,8 +15,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m acs.report",
         description="Tabulate the jobs of Hydra run/sweep folders and plot accuracy against FLOPs "
-        "with the Pareto front. Writes results.csv, results.md and pareto.png. Given a report's results.csv "
-        "instead, draws its pareto.png again from the table (the run folders are not needed).",
+        "with the Pareto front. Writes results.csv, results.md and pareto.png (and keep_profiles.png, the "
+        "final keep rate per gated layer of each gated job). Given a report's results.csv instead, draws its "
+        "pareto.png again from the table (the run folders are not needed).",
     )
     parser.add_argument(
         "dirs", nargs="+", metavar="DIR", help="a sweep folder, a run folder, a parent of several, or a results.csv"

@@ -6,8 +6,10 @@ never import one another or conftest.py, which holds only fixtures.
 """
 import json
 import os
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -63,6 +65,65 @@ def run_py(*args, timeout=300):
     return subprocess.run(
         [sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=QUIET
     )
+
+
+def wandb_records(path: Path) -> list:
+    """The records of an offline W&B run's ``.wandb`` file, decoded with W&B's own protobuf classes
+    (wandb 0.31 has no reader of its own): a ':W&B' header (7 bytes), then LevelDB-log chunks in
+    32 KiB blocks, each record a ``wandb_internal_pb2.Record``."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert len(data) < 7 or data[:4] == b":W&B"  # an empty file is one not flushed yet
+    pos, block, buf, records = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer too short for a chunk header: padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if (length == 0 and kind == 0) or pos + 7 + length > len(data):  # end, or still being written
+            break
+        buf += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST chunk: a whole record
+            record = pb.Record()
+            record.ParseFromString(buf)
+            records.append(record)
+            buf = b""
+    return records
+
+
+def finished_wandb_records(folder: Path, run_id: str = "") -> list:
+    """Records of the one offline run (of id ``run_id``, if given) in ``folder/wandb`` once complete:
+    wandb-core flushes the file shortly *after* run.finish() returns (when the stream closes), so
+    this waits for the exit record."""
+    files = list((folder / "wandb").glob(f"offline-run-*-{run_id or '*'}/run-*.wandb"))
+    assert len(files) == 1, list((folder / "wandb").glob("*"))
+    deadline = time.monotonic() + 20
+    while True:
+        records = wandb_records(files[0])
+        if records_of(records, "exit") or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
+
+
+def records_of(records: list, kind: str) -> list:
+    """The records of one kind (``run``, ``history``, ``summary``, ``metric``, ``artifact``, ``exit``...)."""
+    return [getattr(r, kind) for r in records if r.WhichOneof("record_type") == kind]
+
+
+def wandb_history(records: list, key: str) -> list:
+    """The values the run logged for ``key``, row by row (JSON-decoded)."""
+    return [json.loads(i.value_json) for h in records_of(records, "history") for i in h.item if i.nested_key == [key]]
+
+
+def wandb_summary(records: list) -> dict:
+    """The run's summary as its last update left each key (JSON-decoded; nested keys joined by '/')."""
+    summary = {}
+    for record in records_of(records, "summary"):
+        for item in record.update:
+            summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return summary
 
 
 class NullMeter:

@@ -80,7 +80,7 @@ def test_two_processes_train_like_one_and_only_rank_0_writes(tmp_path, one_proce
     # Microseconds in the folder name: without one shared folder, the ranks would make two.
     result = run_py(*ARGS, "trainer.sync_bn=true", f"hydra.run.dir={tmp_path}/" + "${now:%H-%M-%S-%f}", nproc=2)
     (run_dir,) = tmp_path.iterdir()
-    expected = [".hydra", ".lock", "checkpoints", "metrics.jsonl", "run.log", "summary.json"]
+    expected = [".hydra", ".lock", "checkpoints", "keep_rates.png", "metrics.jsonl", "run.log", "summary.json"]
     assert sorted(p.name for p in run_dir.iterdir()) == expected
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     lines = records(run_dir)

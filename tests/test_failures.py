@@ -173,6 +173,8 @@ def test_wandb_offline_stays_in_the_run_folder(tmp_path, monkeypatch):
     monkeypatch.setitem(QUIET, "HOME", str(home))
     for key in [k for k in QUIET if k.startswith(("XDG_", "WANDB_")) and k != "WANDB_SILENT"]:
         monkeypatch.delitem(QUIET, key)  # W&B's defaults, which point into the home folder
+    # matplotlib (the run's keep_rates.png) keeps its font cache under the home folder: not W&B's.
+    monkeypatch.setitem(QUIET, "MPLCONFIGDIR", str(tmp_path / "matplotlib"))
     # strace sees wandb-core too (a Go program, out of reach of Python's socket module): every
     # connect() of every process; network sockets are AF_INET/AF_INET6.
     strace = ["strace", "-f", "-qq", "-e", "trace=connect", "-o", str(trace)] if _strace_works() else []

@@ -2,17 +2,15 @@
 
 Only two real (offline) W&B runs are started; everything else uses a fake ``wandb.init``.
 wandb 0.31 writes no files/config.yaml or wandb-summary.json offline: everything is in the
-run's ``run-<id>.wandb`` transaction log, which ``_read_records`` decodes.
+run's ``run-<id>.wandb`` transaction log, which ``helpers.wandb_records`` decodes.
 """
 import json
-import struct
-import time
 from pathlib import Path
 
 import pytest
+from helpers import finished_wandb_records, records_of, wandb_history
 
 wandb = pytest.importorskip("wandb")
-from wandb.proto import wandb_internal_pb2 as pb  # noqa: E402
 
 from acs.reporting import RunLogger, create_logger  # noqa: E402
 
@@ -39,45 +37,6 @@ def _env(monkeypatch, tmp_path_factory):
     _hermetic_env(monkeypatch, tmp_path_factory.mktemp("wandb_home"))
 
 
-def _read_records(path: Path) -> list:
-    """Decode a .wandb file: ':W&B' header (7 bytes), then LevelDB-log chunks in 32 KiB blocks."""
-    data = path.read_bytes()
-    assert len(data) < 7 or data[:4] == b":W&B"  # an empty file is one not flushed yet
-    pos, block, buf, records = 7, 32768, b"", []
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # block trailer too short for a chunk header: padding
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if (length == 0 and kind == 0) or pos + 7 + length > len(data):  # end, or still being written
-            break
-        buf += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # FULL or LAST chunk: a whole record
-            record = pb.Record()
-            record.ParseFromString(buf)
-            records.append(record)
-            buf = b""
-    return records
-
-
-def _finished_records(root: Path, run_id: str) -> list:
-    """Records of the run's .wandb file once complete: wandb-core flushes it shortly *after*
-    run.finish() returns (when the stream closes), so wait for the exit record."""
-    files = list((root / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
-    assert len(files) == 1, list((root / "wandb").glob("*"))
-    deadline = time.monotonic() + 20
-    while True:
-        records = _read_records(files[0])
-        if _of(records, "exit") or time.monotonic() > deadline:
-            return records
-        time.sleep(0.05)
-
-
-def _of(records, kind):
-    return [getattr(r, kind) for r in records if r.WhichOneof("record_type") == kind]
-
-
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     """One real offline run, shared by the offline and resume tests to keep W&B starts down."""
@@ -96,17 +55,16 @@ def first_run(tmp_path_factory):
 def test_offline_run_writes_config_history_summary(first_run):
     root, run_id = first_run
     assert isinstance(run_id, str) and run_id
-    records = _finished_records(root, run_id)
-    (run,) = _of(records, "run")
+    records = finished_wandb_records(root, run_id)
+    (run,) = records_of(records, "run")
     assert run.run_id == run_id and run.project == "acs" and run.run_group == "g" and run.job_type == "train"
     config = {u.key: json.loads(u.value_json) for u in run.config.update}
     assert config["a"] == 1 and config["nested"] == {"b": 2}
-    steps = [json.loads(i.value_json) for h in _of(records, "history") for i in h.item if i.nested_key == ["_step"]]
-    losses = [json.loads(i.value_json) for h in _of(records, "history") for i in h.item if i.nested_key == ["loss"]]
+    steps, losses = wandb_history(records, "_step"), wandb_history(records, "loss")
     assert steps == [0, 1] and losses == [1.0, 0.5]
-    summary = {u.key: json.loads(u.value_json) for s in _of(records, "summary") for u in s.update if u.key}
+    summary = {u.key: json.loads(u.value_json) for s in records_of(records, "summary") for u in s.update if u.key}
     assert summary["acc"] == 91.5
-    assert [e.exit_code for e in _of(records, "exit")] == [0]
+    assert [e.exit_code for e in records_of(records, "exit")] == [0]
 
 
 def test_resume_continues_run_and_context_manager_marks_failure(first_run, tmp_path):
@@ -116,11 +74,10 @@ def test_resume_continues_run_and_context_manager_marks_failure(first_run, tmp_p
             assert logger.run_id == run_id
             logger.log_metrics({"loss": 0.25}, step=2)
             raise RuntimeError("boom")
-    records = _finished_records(tmp_path, run_id)
-    assert _of(records, "run")[0].run_id == run_id
-    steps = [json.loads(i.value_json) for h in _of(records, "history") for i in h.item if i.nested_key == ["_step"]]
-    assert steps == [2]
-    assert [e.exit_code for e in _of(records, "exit")] == [1]
+    records = finished_wandb_records(tmp_path, run_id)
+    assert records_of(records, "run")[0].run_id == run_id
+    assert wandb_history(records, "_step") == [2]
+    assert [e.exit_code for e in records_of(records, "exit")] == [1]
 
 
 def test_none_writes_nothing_and_unknown_name_fails(tmp_path):
@@ -137,7 +94,11 @@ def test_none_writes_nothing_and_unknown_name_fails(tmp_path):
 class _FakeRun:
     def __init__(self, fail_log: bool = False):
         self.id, self.summary, self.logged, self.finished = "fake123", {}, [], []
+        self.defined = []
         self._fail_log = fail_log
+
+    def define_metric(self, name, **options):
+        self.defined.append((name, options))
 
     def log(self, data, step=None):
         if self._fail_log:
@@ -191,6 +152,32 @@ def test_init_arguments(tmp_path, fake_init):
     assert (kw["id"], kw["resume"], kw["name"], kw["job_type"]) == ("abc", "allow", "job3", "train")
     assert (kw["project"], kw["entity"], kw["tags"], kw["notes"]) == ("p", "e", ["x"], "n")
     assert kw["reinit"] == "create_new"
+
+
+def test_group_and_name_options(tmp_path, fake_init):
+    calls, _ = fake_init
+    # A single run joins the group it is given (a sweep's baseline) under the name it is given.
+    options = {"group": "2026-12-02/10-00-00", "name": "baseline"}
+    create_logger("wandb", options, tmp_path, config={}, run_name="gate=none")
+    # A sweep's group is the sweep folder unless the options name one; a given name prefixes each job's.
+    create_logger("wandb", {"name": "study"}, tmp_path, config={}, group="d/t", run_name="beta=3, seed=1")
+    create_logger("wandb", {"group": "mine"}, tmp_path, config={}, group="d/t", run_name="beta=3, seed=1")
+    assert [(c["group"], c["name"]) for c in calls] == [
+        ("2026-12-02/10-00-00", "baseline"), ("d/t", "study: beta=3, seed=1"), ("mine", "beta=3, seed=1"),
+    ]  # fmt: skip
+
+
+def test_training_runs_define_epoch_as_x_axis_and_summaries(tmp_path, fake_init):
+    _, runs = fake_init
+    create_logger("wandb", {}, tmp_path, config={})
+    defined = dict(runs[0].defined)
+    assert list(defined)[:2] == ["epoch", "*"] and defined["*"] == {"step_metric": "epoch"}
+    assert defined["val/acc1"] == defined["test/acc5"] == {"summary": "max,last"}
+    assert defined["train/loss"] == {"summary": "min,last"}
+    assert defined["test/keep/*"] == {"step_metric": "epoch", "hidden": True}
+    # Other runs log no history: a sweep summary or an evaluation defines nothing.
+    create_logger("wandb", {}, tmp_path, config={}, job_type="eval")
+    assert runs[1].defined == []
 
 
 def test_finish_once_with_exit_code(tmp_path, fake_init):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from acs.messages import one_line
 
@@ -20,6 +20,22 @@ MODES = ("offline", "online", "disabled")
 # Offline, W&B's system metrics, machine metadata, git and code capture stay off: they record the
 # machine rather than the run, and the metrics sampler probes cloud metadata endpoints.
 OFFLINE_SETTINGS = {"x_disable_stats": True, "x_disable_meta": True, "disable_git": True, "disable_code": True}
+STEP_METRIC = "epoch"  # a training run logs one history row per epoch, which each row names
+SPLITS = ("train", "val", "test")
+
+
+def training_metrics() -> List[Tuple[str, Dict[str, Any]]]:
+    """``define_metric`` calls of a training run: epoch is every chart's x-axis; accuracies keep their
+    best and last value in the summary (``test/acc1.max``, ``test/acc1.last``), losses their lowest and
+    last; everything else its last. The per-layer keep rates (``test/keep/L00``..., one key per gated
+    layer and split) stay in the history but out of the automatic panels: they are drawn as one chart
+    per run (:mod:`acs.reporting.wandb_run`)."""
+    metrics: List[Tuple[str, Dict[str, Any]]] = [(STEP_METRIC, {}), ("*", {"step_metric": STEP_METRIC})]
+    for split in SPLITS:
+        metrics += [(f"{split}/{name}", {"summary": "max,last"}) for name in ("acc1", "acc5")]
+        metrics += [(f"{split}/{name}", {"summary": "min,last"}) for name in ("loss", "xent")]
+        metrics.append((f"{split}/keep/*", {"step_metric": STEP_METRIC, "hidden": True}))
+    return metrics
 
 
 def offline_environment(run_dir: Path) -> Dict[str, str]:
@@ -36,6 +52,7 @@ class RunLogger:
     """Logger interface; used as is, it is the no-op logger behind ``logger=none``."""
 
     run_id: Optional[str] = None
+    log_checkpoints = False  # logger.wandb.log_checkpoints: checkpoints go to W&B as model artifacts
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         pass
@@ -46,6 +63,11 @@ class RunLogger:
     def log_rich(self, build: Callable[[Any], Mapping[str, Any]]) -> None:
         """Logs W&B objects (tables, plots, images) that ``build(wandb)`` returns; a logger without
         W&B never calls ``build``, so callers need no W&B import of their own."""
+
+    def log_artifact(
+        self, path: Path, name: str, kind: str, metadata: Mapping[str, Any], aliases: Sequence[str] = ()
+    ) -> None:
+        """Logs the file ``path`` as artifact ``name`` of type ``kind`` (a copy: the file may change later)."""
 
     def finish(self, exit_code: int = 0) -> None:
         pass
@@ -88,6 +110,30 @@ class WandbLogger(RunLogger):
             self._run.log(dict(build(wandb)))
         except Exception as err:  # noqa: BLE001 - a chart must never stop training
             log.warning("W&B chart logging failed (%s)", one_line(err))
+
+    def log_artifact(
+        self, path: Path, name: str, kind: str, metadata: Mapping[str, Any], aliases: Sequence[str] = ()
+    ) -> None:
+        if self._run is None or not self._logging:
+            return
+        try:
+            import wandb
+
+            artifact = wandb.Artifact(name, type=kind, metadata=dict(metadata))
+            artifact.add_file(str(path))
+            self._run.log_artifact(artifact, aliases=list(aliases))
+        except Exception as err:  # noqa: BLE001
+            log.warning("W&B artifact logging failed (%s)", one_line(err))
+
+    def define_metrics(self, metrics: Sequence[Tuple[str, Mapping[str, Any]]]) -> None:
+        """``run.define_metric(name, **options)`` for each (name, options), in order."""
+        if self._run is None or not self._logging:
+            return
+        try:
+            for name, options in metrics:
+                self._run.define_metric(name, **options)
+        except Exception as err:  # noqa: BLE001
+            log.warning("W&B define_metric failed (%s)", one_line(err))
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         if self._run is None or not self._logging:
@@ -147,7 +193,12 @@ def create_logger(
     run_name: Optional[str] = None,
     job_type: str = "train",
 ) -> RunLogger:
-    """Build the logger called ``name``; W&B problems degrade to the no-op logger with a warning."""
+    """Build the logger called ``name``; W&B problems degrade to the no-op logger with a warning.
+
+    ``group`` is the sweep's (None for a single run) and ``run_name`` the job's; ``options``
+    (``logger.wandb``) may name a group of their own, which wins, and a name, which wins for a single
+    run and comes before each job's own name in a sweep. A ``train`` run's metrics are defined by
+    :func:`training_metrics`."""
     if name not in LOGGERS:
         raise ValueError(f"unknown logger {name!r}; choices: {', '.join(LOGGERS)}")
     if name == "none":
@@ -168,8 +219,8 @@ def create_logger(
             mode=mode,
             dir=str(run_dir),
             config=dict(config),
-            group=group,
-            name=run_name,
+            group=options.get("group") or group,
+            name=_run_name(options.get("name"), run_name, sweep=group is not None),
             job_type=job_type,
             tags=list(options.get("tags") or []) or None,
             notes=options.get("notes"),
@@ -183,6 +234,14 @@ def create_logger(
         log.warning("W&B init failed (%s); continuing without W&B logging", one_line(err))
         _set_environment(restore or {})
         return RunLogger()
-    return WandbLogger(run, restore)
+    logger = WandbLogger(run, restore)
+    logger.log_checkpoints = bool(options.get("log_checkpoints"))
+    if job_type == "train":
+        logger.define_metrics(training_metrics())
+    return logger
 
 
+def _run_name(given: Optional[str], own: Optional[str], sweep: bool) -> Optional[str]:
+    if given and own and sweep:  # every job of a sweep named alike would be one name thirty times
+        return f"{given}: {own}"
+    return given or own

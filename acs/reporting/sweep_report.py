@@ -27,6 +27,7 @@ from acs.reporting.jobs import (
     reproduce_command,
     split_overrides,
 )
+from acs.reporting.keep_rates import write_keep_profiles
 from acs.reporting.matched import Arm, matched_compute, render_matched
 from acs.reporting.pareto import arm_points, pareto_front, plot_pareto
 from acs.reporting.seeds import over_seeds, render_over_seeds
@@ -51,10 +52,11 @@ class Report:
     figure: Figure = field(repr=False)
     seed_rows: List[Dict[str, Any]] = field(default_factory=list)  # see acs.reporting.seeds.over_seeds
     matched: List[Arm] = field(default_factory=list)  # see acs.reporting.matched.matched_compute
+    keep_png: Optional[Path] = None  # keep_profiles.png: the gated jobs' final keep rate per layer (none: no such job)
 
     @property
     def paths(self) -> List[Path]:
-        return [self.csv_path, self.md_path, self.png_path]
+        return [self.csv_path, self.md_path, self.png_path] + ([self.keep_png] if self.keep_png else [])
 
     @property
     def data(self) -> List[List[Any]]:
@@ -253,6 +255,9 @@ def write_report(
     paths = out / "results.csv", out / "results.md", out / "pareto.png"
     seed_rows, matched = over_seeds(jobs, metric), matched_compute(jobs, metric)
     markdown = render_markdown(jobs, columns, rows, folders, metric, paths[2].name, seed_rows, matched)
+    keep_png = write_keep_profiles(jobs, out, title)
+    if keep_png is not None:
+        markdown += f"\n![final keep rate per gated layer, one line per job]({keep_png.name})\n"
     texts = render_csv(columns, rows), markdown
     atomic_write(paths[0], lambda file: file.write(texts[0].encode()))
     atomic_write(paths[1], lambda file: file.write(texts[1].encode()))
@@ -260,5 +265,5 @@ def write_report(
     counts = count_statuses(jobs)
     return Report(
         out, *paths, columns=columns, rows=rows, jobs=jobs, counts=counts, figure=figure, seed_rows=seed_rows,
-        matched=matched,
+        matched=matched, keep_png=keep_png,
     )  # fmt: skip

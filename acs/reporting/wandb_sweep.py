@@ -1,10 +1,12 @@
-"""One W&B run per sweep, in the sweep's group: a table of every job and the report's accuracy-vs-compute
-figure (pareto.png: one colour per arm, seeds as mean ± std, the fronts)."""
+"""One W&B run per sweep, in the sweep's group: a table of every job, the report's accuracy-vs-compute
+figure (pareto.png: one colour per arm, seeds as mean ± std, the fronts) and the gated jobs' final
+keep rate per layer (keep_profiles.png)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from acs.reporting.keep_rates import KEEP_PROFILES_PNG
 from acs.reporting.run_logger import create_logger
 
 
@@ -32,6 +34,8 @@ def log_sweep_summary(
             logged = {"jobs": wandb.Table(columns=columns, data=data)}
             if Path(pareto_png).is_file():
                 logged["pareto"] = wandb.Image(str(pareto_png))
+            if (Path(sweep_dir) / KEEP_PROFILES_PNG).is_file():
+                logged["keep_profiles"] = wandb.Image(str(Path(sweep_dir) / KEEP_PROFILES_PNG))
             return logged
 
         logger.log_rich(charts)

@@ -130,8 +130,11 @@ class WandbConfig:
     project: str = "acs"
     entity: Optional[str] = None
     mode: Optional[str] = None  # None: $WANDB_MODE, else offline
+    group: Optional[str] = None  # None: a sweep's jobs share the sweep folder's group, a single run has none
+    name: Optional[str] = None  # None: the job's swept values (a single run: its overrides); a sweep prefixes it
     tags: List[str] = field(default_factory=list)
     notes: Optional[str] = None
+    log_checkpoints: bool = False  # best.pt as a model artifact, the run's summary as its metadata
 
 
 @dataclass

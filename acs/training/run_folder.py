@@ -27,7 +27,7 @@ EVAL_FILES = ("eval.json", "eval.log", ".hydra-eval")
 # Results of a run, which another run would replace or mix with its own.
 RESULTS = ("metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt", "eval.json", "benchmark.json")
 # What a run leaves, which overwrite=true removes; Hydra's outputs only before Hydra writes its own.
-RUN_FILES = ("metrics.jsonl", "summary.json", "benchmark.json", "checkpoints", "wandb", *EVAL_FILES)
+RUN_FILES = ("metrics.jsonl", "summary.json", "benchmark.json", "checkpoints", "wandb", "keep_rates.png", *EVAL_FILES)
 HYDRA_FILES = (".hydra", LOG, ".hydra-eval", "eval.log")
 
 

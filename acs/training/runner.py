@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from acs.files import append_jsonl, read_jsonl, rewrite_jsonl, write_json
 from acs.messages import one_line
-from acs.reporting import create_logger, log_run_end
+from acs.reporting import create_logger, job_name, log_evaluation, log_run_end, write_keep_rates
 from acs.training import distributed
 from acs.training.builders import build_data, build_model, seed_everything, select_device
 from acs.training.checkpoint import (
@@ -92,9 +92,8 @@ class Run:
         }
 
     def run_name(self) -> str:
-        return self.cfg.name or (
-            ",".join(self.overrides) if self.overrides else f"{self.cfg.model.name}-{self.cfg.dataset.name}"
-        )
+        fallback = f"{self.cfg.model.name}-{self.cfg.dataset.name}"
+        return self.cfg.name or job_name(self.overrides, self.run_dir) or fallback
 
 
 def train(
@@ -143,7 +142,8 @@ def train(
                 checkpoints={"last": str(run.checkpoints / "last.pt"), "best": str(run.checkpoints / "best.pt")},
             )
             write_json(run.summary_path, summary)
-            log_run_end(logger, summary)
+            write_keep_rates(run.run_dir, run.run_name())
+            log_run_end(logger, summary, run.run_dir)
             final_test = record.get("test/acc1", float("nan"))
             log.info("done: test acc1 %.2f at %.1f%% compute", final_test, 100 * record.get("test/compute_ratio", 1))
             log.info("summary: %s | checkpoints: %s", run.summary_path, run.checkpoints)
@@ -262,6 +262,10 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: List[str]) ->
     summary = run.summary("completed", checkpoint=str(path), checkpoint_epoch=state["epoch"], final=metrics)
     # Its own file: an evaluation in the folder of the run it evaluates leaves that run's summary alone.
     write_json(run.run_dir / "eval.json", summary)
+    log_evaluation(
+        cfg.logger.name if distributed.is_main() else "none",
+        OmegaConf.to_container(cfg.logger.get("wandb", {}), resolve=True), run.run_dir, plain, summary, run.run_name(),
+    )  # fmt: skip
     log.info(
         "%s: test acc1 %.2f acc5 %.2f | %.4g MACs per image (%.1f%% of dense)",
         path,
