@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from acs.files import append_jsonl, read_jsonl, rewrite_jsonl, write_json
 from acs.messages import one_line
+from acs.provenance import collect as collect_provenance
 from acs.reporting import create_logger, log_run_end
 from acs.training import distributed
 from acs.training.builders import build_data, build_model, seed_everything, select_device
@@ -54,6 +55,7 @@ class Run:
             self.model.to(memory_format=torch.channels_last)
         self.dense_macs = self.model.dense_macs(self.loaders.input_size)
         self.params = sum(p.numel() for p in self.model.parameters())
+        self.provenance = collect_provenance(self.device)
         # The metric that picks the best checkpoint: never the test set when a validation set exists.
         self.select = "val/acc1" if self.loaders.val is not None else "test/acc1"
         distributed.seed_rank(cfg.seed, 0)
@@ -87,6 +89,7 @@ class Run:
             "dense_macs": self.dense_macs,
             "dense_flops": 2 * self.dense_macs,
             "device": str(self.device),
+            "provenance": self.provenance,
             "run_time_s": round(time.time() - self.started, 2),
             **extra,
         }
@@ -118,7 +121,7 @@ def train(
             cfg.logger.name if distributed.is_main() else "none",
             OmegaConf.to_container(cfg.logger.get("wandb", {}), resolve=True),
             run.run_dir,
-            resolved,
+            {**resolved, "provenance": run.provenance},
             group=group,
             resume_id=progress.wandb_id,
             run_name=run.run_name(),
