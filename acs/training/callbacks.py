@@ -97,6 +97,7 @@ class SweepProgress(Callback):
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         label = f"[job {config.hydra.job.num}]"
+        logging.captureWarnings(True)  # Python's warnings too: logged, they carry the label
         for handler in logging.getLogger().handlers:  # as Hydra's job_logging set them up for this job
             if type(handler) is logging.StreamHandler:  # the console: the job's log file needs no label
                 handler.setFormatter(_Labelled(handler.formatter or logging.Formatter(), label))

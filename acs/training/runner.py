@@ -1,8 +1,8 @@
 """A run from a composed config: train (then test) or evaluate a checkpoint, into one run folder.
 
 The folder holds ``metrics.jsonl`` (one line per epoch), ``summary.json`` (status, final and best
-metrics, parameters, overrides, run time) and ``checkpoints/{last,best}.pt``; an evaluation writes
-``eval.json``. Which run may use a folder is run_folder.py's business.
+metrics, parameters, overrides, run time, provenance) and ``checkpoints/{last,best}.pt``; an
+evaluation writes ``eval.json``. Which run may use a folder is run_folder.py's business.
 """
 
 from __future__ import annotations
