@@ -1,16 +1,19 @@
-"""Hydra callbacks: reject a bad config before Hydra creates any output folder; the report at the end
-of every sweep; under torchrun, one run folder for all processes; one run per run folder."""
+"""Hydra callbacks: reject a bad config before Hydra creates any output folder; a sweep's console
+(job labels, jobs done) and its report at the end; under torchrun, one run folder for all processes;
+one run per run folder."""
 
 from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from acs.training import distributed
@@ -78,6 +81,75 @@ class SweepReport(Callback):
             _report(self._sweep, None)
 
 
+class SweepProgress(Callback):
+    """A sweep's console: every line a job writes there starts with the job's number (``[job 3]``, as
+    in Hydra's ``#3 : <overrides>`` launch list), so that parallel jobs can be told apart, and each
+    job that ends says how many of the sweep's jobs are done (``sweep: 5/8 jobs done, 1 failed``).
+    Jobs are counted from their folders' records, which every launcher's jobs share."""
+
+    def __init__(self) -> None:
+        self._total: Optional[int] = None  # set before the launch; a launcher's workers get a copy
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._total = _sweep_size(config)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        label = f"[job {config.hydra.job.num}]"
+        logging.captureWarnings(True)  # Python's warnings too: logged, they carry the label
+        for handler in logging.getLogger().handlers:  # as Hydra's job_logging set them up for this job
+            if type(handler) is logging.StreamHandler:  # the console: the job's log file needs no label
+                handler.setFormatter(_Labelled(handler.formatter or logging.Formatter(), label))
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        done, failed = _jobs_done(Path(config.hydra.sweep.dir), Path(config.hydra.runtime.output_dir))
+        total = f"/{self._total}" if self._total else ""
+        logging.getLogger("acs.sweep").info("sweep: %d%s jobs done, %d failed", done, total, failed)
+
+
+class _Labelled(logging.Formatter):
+    def __init__(self, inner: logging.Formatter, label: str) -> None:
+        super().__init__()
+        self.inner, self.label = inner, label
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Every line, a traceback's too: a parallel sweep interleaves them.
+        return "\n".join(f"{self.label}{line}" for line in self.inner.format(record).split("\n"))
+
+
+def _sweep_size(config: DictConfig) -> Optional[int]:
+    """How many jobs the sweep launches: the product of Hydra's basic sweeper's value lists, or an
+    Optuna search's trial count; None for a sweeper that does not say."""
+    sweeper = config.hydra.sweeper
+    if str(sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+        overrides = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
+        return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
+    trials = sweeper.get("n_trials")
+    return int(trials) if isinstance(trials, int) else None
+
+
+def _jobs_done(sweep_dir: Path, this_job: Path) -> tuple:
+    """(jobs that ended, of which failed) among the sweep's folders; ``this_job`` has ended."""
+    from acs.reporting import collect_jobs
+
+    this_job = this_job.resolve()
+    statuses = {job.path.resolve(): job.status for job in collect_jobs([sweep_dir])}
+    for path, status in statuses.items():
+        if status == "missing":  # or an evaluation, which keeps its record in eval.json
+            statuses[path] = _eval_status(path) or status
+    if statuses.get(this_job) not in ("completed", "failed"):
+        statuses[this_job] = "failed"  # ended without a record of success: refused before it began
+    ended = [status for status in statuses.values() if status in ("completed", "failed")]
+    return len(ended), ended.count("failed")
+
+
 def _report(sweep_dir: Path, wandb: Optional[dict]) -> List[str]:
     """Writes the sweep's report (and its W&B summary run when ``wandb`` holds the logger's options);
     returns the jobs that did not complete, or ``["report"]`` when the report could not be written."""
@@ -97,10 +169,14 @@ def _report(sweep_dir: Path, wandb: Optional[dict]) -> List[str]:
 
 def _evaluated(job: Path) -> bool:
     """A mode=eval job, which records its result in eval.json rather than summary.json, that completed."""
+    return _eval_status(job) == "completed"
+
+
+def _eval_status(job: Path) -> Optional[str]:
     try:
-        return json.loads((job / "eval.json").read_text()).get("status") == "completed"
+        return str(json.loads((job / "eval.json").read_text()).get("status"))
     except (OSError, ValueError, AttributeError):
-        return False
+        return None
 
 
 class TorchrunRunFolder(Callback):

@@ -1,13 +1,14 @@
 """A run from a composed config: train (then test) or evaluate a checkpoint, into one run folder.
 
 The folder holds ``metrics.jsonl`` (one line per epoch), ``summary.json`` (status, final and best
-metrics, parameters, overrides, run time) and ``checkpoints/{last,best}.pt``; an evaluation writes
-``eval.json``. Which run may use a folder is run_folder.py's business.
+metrics, parameters, overrides, run time, provenance) and ``checkpoints/{last,best}.pt``; an
+evaluation writes ``eval.json``. Which run may use a folder is run_folder.py's business.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from acs.files import append_jsonl, read_jsonl, rewrite_jsonl, write_json
 from acs.messages import one_line
+from acs.provenance import collect as collect_provenance
 from acs.reporting import create_logger, job_name, log_evaluation, log_run_end, write_keep_rates
 from acs.training import distributed
 from acs.training.builders import build_data, build_model, seed_everything, select_device
@@ -40,8 +42,11 @@ log = logging.getLogger(__name__)
 class Run:
     """Everything one job owns: its config, folder, data and model."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: List[str]):
+    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: List[str], sweep_job: bool = False):
         self.cfg, self.run_dir, self.overrides = cfg, Path(run_dir), list(overrides)
+        # Bars redraw one line: in a file (Slurm, `> log`) every redraw would be a line of its own, and
+        # the bars of a sweep's parallel jobs would overwrite each other. There, the epoch lines tell.
+        self.bars = cfg.trainer.progress and distributed.is_main() and sys.stderr.isatty() and not sweep_job
         self.checkpoints = self.run_dir / "checkpoints"
         self.metrics_path, self.summary_path = self.run_dir / "metrics.jsonl", self.run_dir / "summary.json"
         self.started = time.time()
@@ -54,6 +59,9 @@ class Run:
             self.model.to(memory_format=torch.channels_last)
         self.dense_macs = self.model.dense_macs(self.loaders.input_size)
         self.params = sum(p.numel() for p in self.model.parameters())
+        self.provenance = collect_provenance(self.device)
+        for line in self.header():
+            log.info("%s", line)
         # The metric that picks the best checkpoint: never the test set when a validation set exists.
         self.select = "val/acc1" if self.loaders.val is not None else "test/acc1"
         distributed.seed_rank(cfg.seed, 0)
@@ -62,8 +70,24 @@ class Run:
         t = self.cfg.trainer
         return StepContext(
             self.device, t.precision, t.channels_last, self.cfg.loss, regularizer, t.grad_clip,
-            t.progress and distributed.is_main(),
+            self.bars,
         )
+
+    def header(self) -> List[str]:
+        """The block a run's log opens with: where it writes, and what it trains on what."""
+        cfg, info, loaders = self.cfg, self.loaders.info, self.loaders
+        splits = (("train", loaders.train), ("val", loaders.val), ("test", loaders.test))
+        sizes = [f"{len(loader.dataset)} {split}" for split, loader in splits if loader is not None]
+        shape = "×".join(map(str, loaders.input_size))
+        precision = f", {cfg.trainer.precision}" if self.device.type == "cuda" else ""
+        return [
+            f"run      {self.run_dir} (mode={cfg.mode}, seed {cfg.seed})",
+            f"model    {cfg.model.name}, gate {cfg.gate.name}: {self.params:,} parameters, "
+            f"{self.dense_macs / 1e6:,.2f}M dense MACs per image",
+            f"data     {cfg.dataset.name}: {', '.join(sizes)} images of {shape}, {info.num_classes} classes, "
+            f"batch {cfg.dataset.batch_size}",
+            f"device   {self.device} ({self.provenance['device_name'] or 'unknown'}){precision}",
+        ]
 
     def evaluate(self, ctx: StepContext, epoch_label: str = "") -> Dict[str, float]:
         distributed.broadcast_buffers(self.model)
@@ -87,6 +111,7 @@ class Run:
             "dense_macs": self.dense_macs,
             "dense_flops": 2 * self.dense_macs,
             "device": str(self.device),
+            "provenance": self.provenance,
             "run_time_s": round(time.time() - self.started, 2),
             **extra,
         }
@@ -103,7 +128,7 @@ def train(
     """Trains ``cfg.trainer.max_epochs`` epochs (or what is left of them), testing every epoch.
     ``on_start`` is called once the run is sure to go ahead (a resume: its checkpoint has loaded),
     before it writes anything."""
-    run = Run(cfg, run_dir, overrides)
+    run = Run(cfg, run_dir, overrides, sweep_job=group is not None)
     parts = _training_parts(run)
     ctx = run.step_context(build_regularizer(cfg.regularizer, run.dense_macs))
     progress = _start(run, parts)
@@ -117,7 +142,7 @@ def train(
             cfg.logger.name if distributed.is_main() else "none",
             OmegaConf.to_container(cfg.logger.get("wandb", {}), resolve=True),
             run.run_dir,
-            resolved,
+            {**resolved, "provenance": run.provenance},
             group=group,
             resume_id=progress.wandb_id,
             run_name=run.run_name(),
@@ -236,13 +261,15 @@ def _train_epoch(run: Run, net: torch.nn.Module, parts: TrainingParts, ctx: Step
     record["time_s"] = round(time.time() - tic, 3)
     parts.scheduler.step()
     log.info(
-        "epoch %d: train loss %.4f acc %.2f | %s %.2f | compute %.1f%%",
+        "epoch %d/%d: train loss %.4f acc %.2f | %s %.2f | compute %.1f%% | %.1f s",
         epoch + 1,
+        run.cfg.trainer.max_epochs,
         record["train/loss"],
         record["train/acc1"],
         run.select,
         record[run.select],
         100 * record["test/compute_ratio"],
+        record["time_s"],
     )
     return record
 
