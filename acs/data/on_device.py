@@ -62,11 +62,12 @@ class HeldSplit:
         return self.normalise(images), self.targets[rows]
 
     def normalise(self, images: Tensor) -> Tensor:
-        """The operations of ``ToDtype(float32, scale=True)`` and ``Normalize``, in their order."""
+        """The operations of ``ToDtype(float32, scale=True)`` and ``Normalize``, in their order, in place
+        (``images`` is a batch's own copy)."""
         if images.dtype == torch.uint8:
             images = images.to(torch.float32).mul_(1.0 / 255)
         if self.mean is not None:
-            images = images.sub(self.mean).div_(self.std)
+            images = images.sub_(self.mean).div_(self.std)
         return images
 
 
