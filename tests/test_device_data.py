@@ -1,11 +1,13 @@
 """The pipeline on the device (dataset.on_device): the per-sample pipeline's samples, order, policy and
 normalisation, batched; crops and flips reproducible from (seed, epoch), resumable, sharded."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from helpers import compose_config
+from helpers import QUIET, REPO, compose_config
 from torchvision import datasets as tvd
 from torchvision.transforms.v2 import functional as TF
 
@@ -181,3 +183,16 @@ def test_training_with_the_data_on_the_device(tmp_path, tiny_overrides):
     assert summary["status"] == "completed" and summary["epochs_completed"] == 1
     record = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert record["train/loss"] > 0 and 0 <= record["test/acc1"] <= 100
+
+
+def test_two_processes_on_the_device_train_like_one_per_sample_process(tmp_path, tiny_overrides):
+    # Same global batches (the synthetic set has no augmentation) and BatchNorm over the global batch.
+    one = [*tiny_overrides, "trainer.max_epochs=1", "trainer.sync_bn=true", "dataset.on_device=false"]
+    want = execute(compose_config(*one), str(tmp_path / "one"), one)["final"]
+    two = [*one[:-1], "dataset.on_device=true", f"hydra.run.dir={tmp_path / 'two'}"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py"]
+    result = subprocess.run([*launcher, *two], cwd=REPO, env=QUIET, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads((tmp_path / "two" / "summary.json").read_text())["final"]
+    keys = [k for k in want if k != "time_s"]
+    assert {k: got[k] for k in keys} == pytest.approx({k: want[k] for k in keys}, rel=1e-4, abs=1e-9)
