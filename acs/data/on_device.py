@@ -38,6 +38,7 @@ class HeldSplit:
         self.windows = pixels.unfold(2, h, 1).unfold(3, w, 1)
         self.centre = pixels[:, :, padding : padding + h, padding : padding + w]
         self.channels = torch.arange(pixels.shape[1], device=device)
+        self.columns = torch.arange(w, device=device)
         self.mean = self.std = None
         if info.mean is not None and info.std is not None:
             self.mean, self.std = (torch.tensor(s, device=device).view(-1, 1, 1) for s in (info.mean, info.std))
@@ -58,7 +59,9 @@ class HeldSplit:
         else:
             top, left, flip = crop_flip.unbind(1)
             images = self.windows[rows[:, None], self.channels, top[:, None], left[:, None]]
-            images = torch.where(flip.view(-1, 1, 1, 1).bool(), images.flip(3), images)
+            # Each image's order of columns, mirrored where it flips: one gather (cheaper than flip and where).
+            columns = torch.where(flip[:, None].bool(), self.columns.flip(0), self.columns)
+            images = images.gather(3, columns[:, None, None, :].expand_as(images))
         return self.normalise(images), self.targets[rows]
 
     def normalise(self, images: Tensor) -> Tensor:
