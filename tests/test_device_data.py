@@ -1,5 +1,6 @@
 """The pipeline on the device (dataset.on_device): the per-sample pipeline's samples, order, policy and
 normalisation, batched; crops and flips reproducible from (seed, epoch), resumable, sharded."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,12 +12,12 @@ from helpers import QUIET, REPO, compose_config
 from torchvision import datasets as tvd
 from torchvision.transforms.v2 import functional as TF
 
-from acs.data import DeviceBatches, build_loaders, dataset_info
-from acs.data.loaders import _sampler
+from acs.data import DeviceBatches, build_datasets, build_loaders, dataset_info
+from acs.data.loaders import _fits, _sampler
 from acs.data.on_device import HeldSplit, draw_crop_flip
 from acs.data.registry import get_spec
 from acs.data.sources import cifar_tensors, mnist_tensors, svhn_tensors
-from acs.data.transforms import CROP_FLIP, eval_transform
+from acs.data.transforms import CROP_FLIP, CropFlip, eval_transform
 from acs.training.app import execute
 from acs.training.config import ConfigError, validate
 
@@ -167,6 +168,18 @@ def test_build_loaders_on_device_delivers_the_per_sample_pipelines_batches():
         assert len(mine) == len(theirs) == len(getattr(device, split))
         for (x, y), (x_ref, y_ref) in zip(mine, theirs):
             assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+
+
+def test_by_default_the_splits_go_on_a_gpu_where_they_take_at_most_a_quarter_of_its_free_memory(monkeypatch):
+    sets, spec = build_datasets("digits"), get_spec("digits")
+    held = (1438 + 359) * 16 * 16 * 4  # train and test images, float32 (no crop: no padding)
+    for free, fits in ((4 * held, True), (4 * held - 4, False)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 2 * free))
+        assert _fits(sets, spec, None, torch.device("cuda")) is fits
+    cifar = dataclasses.replace(sets, info=dataset_info("cifar10"))  # 3x32x32 uint8, padded by 4 for crops
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (4 * (1438 * 3 * 40 * 40 + 359 * 3 * 32 * 32), 0))
+    assert _fits(cifar, get_spec("cifar10"), CROP_FLIP["cifar"], torch.device("cuda"))
+    assert not _fits(cifar, get_spec("cifar10"), CropFlip(5, True), torch.device("cuda"))
 
 
 def test_data_read_sample_by_sample_cannot_go_on_the_device():

@@ -86,7 +86,7 @@ def _check_args(subset: Optional[int], val_split: float, batch_size: Optional[in
             raise ValueError(f"{key} must be a positive integer, got {size!r}")
     if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
         raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
-    if on_device not in (None, True, False):
+    if on_device is not None and not isinstance(on_device, bool):
         raise ValueError(f"dataset on_device must be true, false or null (auto), got {on_device!r}")
 
 

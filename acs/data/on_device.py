@@ -28,12 +28,10 @@ class HeldSplit:
     pixels on each side for random crops, and their labels, held on ``device``."""
 
     def __init__(self, images: Tensor, targets: Tensor, info: DatasetInfo, padding: int, device: torch.device) -> None:
-        self.padding = padding
-        self.size = tuple(images.shape[-2:])
+        h, w = images.shape[-2:]
         # Padded once here rather than per batch: a crop is then one gather from a strided view.
         pixels = F.pad(images.to(device).contiguous(), [padding] * 4).contiguous()
         self.targets = targets.to(device=device, dtype=torch.long)
-        h, w = self.size
         # (N, C, 2p+1, 2p+1, H, W): every window of the image's size, a view of the same memory.
         self.windows = pixels.unfold(2, h, 1).unfold(3, w, 1)
         self.centre = pixels[:, :, padding : padding + h, padding : padding + w]
