@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import QUIET, REPO, compose_config
+from torch.utils.data import TensorDataset
 from torchvision import datasets as tvd
 from torchvision.transforms.v2 import functional as TF
 
@@ -17,6 +18,7 @@ from acs.data.loaders import _fits, _sampler
 from acs.data.on_device import HeldSplit, draw_crop_flip
 from acs.data.registry import get_spec
 from acs.data.sources import cifar_tensors, mnist_tensors, svhn_tensors
+from acs.data.splits import TransformedSubset
 from acs.data.transforms import CROP_FLIP, CropFlip, eval_transform
 from acs.training.app import execute
 from acs.training.config import ConfigError, validate
@@ -31,10 +33,10 @@ def held(name, n=40, seed=0):
     return images, HeldSplit(images, torch.arange(n), info, policy.padding, torch.device("cpu")), policy
 
 
-def batches(split, policy, seed=0, batch_size=8, num_replicas=1, rank=0, shuffle=True, indices=None):
-    indices = range(len(split)) if indices is None else indices
-    sampler = _sampler(len(indices), shuffle, seed, num_replicas, rank)
-    return DeviceBatches(split, indices, sampler, batch_size, policy, seed)
+def batches(split, policy, seed=0, batch_size=8, num_replicas=1, rank=0, shuffle=True):
+    samples = TransformedSubset(TensorDataset(split.targets), range(len(split)))  # the whole held split
+    sampler = _sampler(len(samples), shuffle, seed, num_replicas, rank)
+    return DeviceBatches(split, samples, sampler, batch_size, policy, seed)
 
 
 def epoch(loader, number):
@@ -161,6 +163,7 @@ def test_build_loaders_on_device_delivers_the_per_sample_pipelines_batches():
     options = dict(batch_size=32, val_split=0.1, seed=3, subset=400)
     device, loaders = build_loaders("digits", on_device=True, **options), build_loaders("digits", **options)
     assert isinstance(device.train, DeviceBatches) and not isinstance(loaders.train, DeviceBatches)
+    assert [len(device.train.dataset), len(device.val.dataset)] == [len(loaders.train.dataset), 40]
     for loader in (device, loaders):
         loader.set_epoch(1)
     for split in ("train", "val", "test"):

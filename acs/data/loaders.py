@@ -268,7 +268,7 @@ def _device_loaders(
 
     def batches(held: HeldSplit, part: TransformedSubset, shuffle: bool, size: int) -> DeviceBatches:
         sampler = _sampler(len(part), shuffle, seed, num_replicas, rank)
-        return DeviceBatches(held, part.indices, sampler, size, policy if shuffle else None, seed)
+        return DeviceBatches(held, part, sampler, size, policy if shuffle else None, seed)
 
     return Loaders(
         train=batches(train, sets.train, True, batch_size),

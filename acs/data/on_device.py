@@ -9,7 +9,7 @@ one per sample of the split: a resumed run, or one with another number of proces
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import Sampler
 
 from acs.data.info import DatasetInfo
+from acs.data.splits import TransformedSubset
 from acs.data.transforms import CropFlip
 
 Batch = Tuple[Tensor, Tensor]
@@ -84,21 +85,22 @@ def draw_crop_flip(size: int, policy: CropFlip, seed: int, epoch: int) -> Tensor
 
 
 class DeviceBatches:
-    """Batches of ``held`` rows ``indices`` in the order of ``sampler`` (this process's share),
-    ``batch_size`` at a time, the last one smaller; cropped and flipped by ``policy`` (None: as they
-    are). Iterable like a DataLoader; call :meth:`set_epoch` before each training epoch."""
+    """The samples of ``dataset``, a subset of the raw split ``held`` holds, in batches made from
+    ``held``: in the order of ``sampler`` (this process's share), ``batch_size`` at a time, the last
+    one smaller; cropped and flipped by ``policy`` (None: as they are). Used like a DataLoader (same
+    ``dataset``, ``sampler``, ``batch_size``); call :meth:`set_epoch` before each training epoch."""
 
     def __init__(
         self,
         held: HeldSplit,
-        indices: Sequence[int],
+        dataset: TransformedSubset,
         sampler: Sampler[int],
         batch_size: int,
         policy: Optional[CropFlip] = None,
         seed: int = 0,
     ) -> None:
-        self.held, self.sampler, self.batch_size, self.seed = held, sampler, batch_size, seed
-        self.rows = torch.as_tensor(list(indices), dtype=torch.long, device=held.device)
+        self.held, self.dataset, self.sampler, self.batch_size, self.seed = held, dataset, sampler, batch_size, seed
+        self.rows = torch.as_tensor(dataset.indices, dtype=torch.long, device=held.device)
         self.policy = policy if policy is not None and (policy.padding or policy.flip) else None
         self.epoch = 0
 
