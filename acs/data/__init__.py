@@ -10,8 +10,9 @@ from acs.data.digits import DigitsDataset
 from acs.data.errors import DataFileError, DatasetNotFoundError
 from acs.data.info import DatasetInfo
 from acs.data.loaders import Datasets, Loaders, build_datasets, build_loaders, make_loader
+from acs.data.on_device import DeviceBatches
 from acs.data.paths import ENV_VAR, resolve_root
-from acs.data.registry import check_files, dataset_info, list_datasets
+from acs.data.registry import check_files, dataset_info, fits_in_memory, list_datasets
 from acs.data.synthetic import SyntheticDataset
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
     "Datasets",
+    "DeviceBatches",
     "DigitsDataset",
     "ENV_VAR",
     "Loaders",
@@ -27,6 +29,7 @@ __all__ = [
     "build_loaders",
     "check_files",
     "dataset_info",
+    "fits_in_memory",
     "list_datasets",
     "make_loader",
     "resolve_root",

@@ -36,6 +36,8 @@ class DatasetSpec:
     shape_options: Mapping[str, str] = field(default_factory=dict)
     #: Raises DatasetNotFoundError when the files are missing and will not be downloaded (None: no files).
     check: Optional[sources.Check] = None
+    #: A split as two tensors, for the pipeline on the device (None: read sample by sample, e.g. from folders).
+    tensors: Optional[sources.Tensors] = None
 
     def resolve_options(self, options: Mapping[str, Any]) -> Dict[str, Any]:
         DATASETS.check_options(self.name, options)
@@ -65,28 +67,35 @@ for _spec in [
     # Means/stds: per-channel statistics of each training set, pixels scaled to [0, 1].
     DatasetSpec("cifar10", 10, 3, 32, _tv(sources.cifar, "cifar10", tvd.CIFAR10), "cifar",
                 (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                check=sources.require("cifar10", lambda opts: sources.cifar_files(tvd.CIFAR10))),
+                check=sources.require("cifar10", lambda opts: sources.cifar_files(tvd.CIFAR10)),
+                tensors=sources.cifar_tensors),
     DatasetSpec("cifar100", 100, 3, 32, _tv(sources.cifar, "cifar100", tvd.CIFAR100), "cifar",
                 (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
-                check=sources.require("cifar100", lambda opts: sources.cifar_files(tvd.CIFAR100))),
+                check=sources.require("cifar100", lambda opts: sources.cifar_files(tvd.CIFAR100)),
+                tensors=sources.cifar_tensors),
     DatasetSpec("svhn", 10, 3, 32, _tv(sources.svhn), "svhn",
                 (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), options={"extra": False},
-                check=sources.require("svhn", lambda opts: sources.svhn_files(opts["extra"]))),
+                check=sources.require("svhn", lambda opts: sources.svhn_files(opts["extra"])),
+                tensors=sources.svhn_tensors),
     DatasetSpec("mnist", 10, 1, 28, _tv(sources.mnist, "mnist", tvd.MNIST), "none", (0.1307,), (0.3081,),
-                check=sources.require("mnist", lambda opts: sources.mnist_files(tvd.MNIST))),
+                check=sources.require("mnist", lambda opts: sources.mnist_files(tvd.MNIST)),
+                tensors=sources.mnist_tensors),
     DatasetSpec("fashion_mnist", 10, 1, 28, _tv(sources.mnist, "fashion_mnist", tvd.FashionMNIST), "fashion",
                 (0.2860,), (0.3530,),
-                check=sources.require("fashion_mnist", lambda opts: sources.mnist_files(tvd.FashionMNIST))),
+                check=sources.require("fashion_mnist", lambda opts: sources.mnist_files(tvd.FashionMNIST)),
+                tensors=sources.mnist_tensors),
     DatasetSpec("imagenet", 1000, 3, 224, _tv(sources.imagenet), "imagenet",
                 (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), check=sources.check_imagenet),
     DatasetSpec("digits", 10, 1, digits.DEFAULT_IMAGE_SIZE,
                 lambda root, train, download, opts: digits.DigitsDataset(train, opts["image_size"]),
                 "none", digits.MEAN, digits.STD, from_pil=False,
-                options={"image_size": digits.DEFAULT_IMAGE_SIZE}, shape_options={"image_size": "image_size"}),
+                options={"image_size": digits.DEFAULT_IMAGE_SIZE}, shape_options={"image_size": "image_size"},
+                tensors=sources.data_targets),
     DatasetSpec("synthetic", 10, 3, 32, _synthetic, "none", from_pil=False,
                 options={"train_size": 512, "test_size": 256, "num_classes": 10, "channels": 3,
                          "image_size": 32, "noise": 1.0, "data_seed": 0},
-                shape_options={"num_classes": "num_classes", "channels": "channels", "image_size": "image_size"}),
+                shape_options={"num_classes": "num_classes", "channels": "channels", "image_size": "image_size"},
+                tensors=sources.data_targets),
 ]:
     DATASETS.add(_spec.name, _spec)
 
@@ -98,6 +107,11 @@ def list_datasets() -> List[str]:
 
 def get_spec(name: str) -> DatasetSpec:
     return DATASETS.get(name.lower().replace("-", "_"))
+
+
+def fits_in_memory(name: str) -> bool:
+    """Whether ``name``'s splits can be held as tensors, for the pipeline on the device (``on_device``)."""
+    return get_spec(name).tensors is not None
 
 
 def dataset_info(name: str, **options: Any) -> DatasetInfo:

@@ -5,13 +5,16 @@ Each loader returns the dataset without a transform (samples are PIL images); tr
 attached later so that a held-out validation part can use eval transforms on the same images.
 The file lists in error messages are read from torchvision's own class attributes, so they name
 exactly what torchvision looks for. torchvision's integrity checks (md5 for CIFAR/SVHN) stay on.
-Each set also has a check that its files are on disk, cheap enough to run before a run starts.
+Each set also has a check that its files are on disk, cheap enough to run before a run starts, and
+the sets that fit in memory give their split as two tensors, for the pipeline on the device.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
+import torch
+from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets as tvd
 from torchvision.datasets.folder import default_loader
@@ -21,6 +24,8 @@ from acs.messages import one_line
 
 # (root, download, options) -> None, or DatasetNotFoundError when files are missing and will not be fetched.
 Check = Callable[[Path, bool, Dict[str, Any]], None]
+# raw dataset of a split -> (images (N, C, H, W), labels (N,) int64): the pixels its samples are made of.
+Tensors = Callable[[Dataset], Tuple[Tensor, Tensor]]
 
 
 def _load(name: str, folder: Path, expected: List[str], download: bool, make: Callable[[], Dataset]) -> Dataset:
@@ -82,6 +87,25 @@ def svhn(root: Path, train: bool, download: bool, extra: bool = False) -> Datase
         return split("test")
     # 'extra' holds 531k easier digits; common SVHN recipes train on train+extra.
     return ConcatDataset([split("train"), split("extra")]) if extra else split("train")
+
+
+def cifar_tensors(raw: Dataset) -> Tuple[Tensor, Tensor]:
+    return torch.from_numpy(raw.data).permute(0, 3, 1, 2), torch.as_tensor(raw.targets, dtype=torch.long)
+
+
+def mnist_tensors(raw: Dataset) -> Tuple[Tensor, Tensor]:
+    return raw.data.unsqueeze(1), raw.targets.long()
+
+
+def svhn_tensors(raw: Dataset) -> Tuple[Tensor, Tensor]:
+    parts = raw.datasets if isinstance(raw, ConcatDataset) else [raw]  # train + extra
+    images = torch.cat([torch.from_numpy(part.data) for part in parts])
+    return images, torch.cat([torch.from_numpy(part.labels).long() for part in parts])
+
+
+def data_targets(raw: Dataset) -> Tuple[Tensor, Tensor]:
+    """Sets generated as tensors (digits, synthetic)."""
+    return raw.data, raw.targets
 
 
 IMAGENET_EXPECTED = ["imagenet/train/<class>/<image>", "imagenet/val/<class>/<image>"]

@@ -5,7 +5,8 @@ Train pipelines augment; eval pipelines (test split, held-out validation split, 
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torchvision.transforms import v2 as T
@@ -23,6 +24,24 @@ Transform = Callable[[object], torch.Tensor]
 AUGMENTATIONS = ("cifar", "svhn", "fashion", "imagenet", "none")
 
 
+@dataclass(frozen=True)
+class CropFlip:
+    """A random crop of the image's own size from the image zero-padded by ``padding`` pixels on each
+    side (0: no crop), then a horizontal flip with probability 1/2 where ``flip``."""
+
+    padding: int
+    flip: bool
+
+
+#: The policies that are a crop and a flip: both pipelines, per sample and on the device, read them here.
+CROP_FLIP: Dict[str, CropFlip] = {
+    "cifar": CropFlip(4, True),
+    "svhn": CropFlip(4, False),
+    "fashion": CropFlip(2, True),
+    "none": CropFlip(0, False),
+}
+
+
 def _to_float(pil_or_uint8: bool) -> List[Transform]:
     # PIL / uint8 sources become float in [0, 1]; float tensor sources (digits) are already there.
     return [T.ToImage(), T.ToDtype(torch.float32, scale=True)] if pil_or_uint8 else []
@@ -36,16 +55,12 @@ def _normalise(info: DatasetInfo) -> List[Transform]:
 
 def _augment_ops(policy: str, info: DatasetInfo) -> List[Transform]:
     _, h, _ = info.input_size
-    if policy == "cifar":
-        return [T.RandomCrop(h, padding=4), T.RandomHorizontalFlip()]
-    if policy == "svhn":
-        return [T.RandomCrop(h, padding=4)]
-    if policy == "fashion":
-        return [T.RandomCrop(h, padding=2), T.RandomHorizontalFlip()]
+    if policy in CROP_FLIP:
+        crop_flip = CROP_FLIP[policy]
+        crop = [T.RandomCrop(h, padding=crop_flip.padding)] if crop_flip.padding else []
+        return [*crop, *([T.RandomHorizontalFlip()] if crop_flip.flip else [])]
     if policy == "imagenet":
         return [T.RandomResizedCrop(h, antialias=True), T.RandomHorizontalFlip()]
-    if policy == "none":
-        return []
     raise ValueError(f"unknown augmentation policy '{policy}'; available: {', '.join(AUGMENTATIONS)}")
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import Optional
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from acs.data import Loaders, build_loaders
+from acs.data import DeviceBatches, Loaders, build_loaders
 from acs.models import MODELS, create_model
 from acs.training import distributed
 from acs.training.config import ConfigError, check_device
@@ -37,14 +38,18 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = torch.cuda.is_available()
 
 
-def build_data(cfg: DictConfig, seed: int) -> Loaders:
+def build_data(cfg: DictConfig, seed: int, device: Optional[torch.device] = None) -> Loaders:
+    """The loaders of ``cfg``, batches made on ``device`` (default: the CPU) where ``cfg.on_device`` says so."""
     try:
-        return _build_loaders(cfg, seed)
+        loaders = _build_loaders(cfg, seed, device)
     except ValueError as error:  # bad option values: a config problem, reported as one line
         raise ConfigError(str(error)) from error
+    if isinstance(loaders.train, DeviceBatches):  # say so: with on_device=null, the run chose it
+        log.info("data: each split held on %s, batches made there (dataset.on_device)", loaders.train.held.device)
+    return loaders
 
 
-def _build_loaders(cfg: DictConfig, seed: int) -> Loaders:
+def _build_loaders(cfg: DictConfig, seed: int, device: Optional[torch.device]) -> Loaders:
     return build_loaders(
         cfg.name,
         root=cfg.root,
@@ -59,6 +64,8 @@ def _build_loaders(cfg: DictConfig, seed: int) -> Loaders:
         # Under torchrun this process's share; batch sizes stay global.
         num_replicas=distributed.world_size(),
         rank=distributed.rank(),
+        on_device=cfg.on_device,
+        device=device,
         **OmegaConf.to_container(cfg.options, resolve=True),
     )
 

@@ -64,6 +64,9 @@ class DatasetConfig:
     subset: Optional[int] = None
     val_split: float = 0.0
     augment: bool = True
+    # Each split held as one tensor on the training device, batches made there (data sets that fit in
+    # memory); None: so on CUDA where the splits fit, else the per-sample DataLoader pipeline.
+    on_device: Optional[bool] = None
     options: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -207,7 +210,7 @@ def validate(cfg: DictConfig) -> None:
     """Raises :class:`ConfigError` on the first bad value (names come from the live registries),
     DatasetNotFoundError when the data set's files are missing and will not be downloaded, and
     CheckpointError when ``ckpt_path`` or ``init_from`` is missing or no checkpoint."""
-    from acs.data import check_files, list_datasets
+    from acs.data import check_files, fits_in_memory, list_datasets
     from acs.gates import list_gates
     from acs.models import list_models
     from acs.reporting.run_logger import LOGGERS
@@ -253,6 +256,11 @@ def validate(cfg: DictConfig) -> None:
     _check(ds.num_workers >= 0, f"dataset.num_workers must be >= 0, got {ds.num_workers}")
     _check(ds.subset is None or ds.subset >= 1, f"dataset.subset must be >= 1 (or null), got {ds.subset}")
     _check(0 <= ds.val_split < 1, f"dataset.val_split must lie in [0, 1), got {ds.val_split}")
+    _check(
+        not ds.on_device or fits_in_memory(ds.name),
+        f"dataset.on_device=true, but {ds.name} is read sample by sample and cannot be held on the device: "
+        "set dataset.on_device=false (or null)",
+    )
     milestones = list(cfg.scheduler.milestones)
     _check(all(0 < m <= 1 for m in milestones), f"scheduler.milestones are fractions in (0, 1], got {milestones}")
     _check(cfg.scheduler.step_size >= 1, f"scheduler.step_size must be >= 1, got {cfg.scheduler.step_size}")

@@ -52,7 +52,7 @@ class Run:
         self.started = time.time()
         seed_everything(cfg.seed, cfg.trainer.deterministic)
         self.device = distributed.init(select_device(cfg.trainer.device))  # cuda:LOCAL_RANK under torchrun
-        self.loaders = build_data(cfg.dataset, cfg.seed)
+        self.loaders = build_data(cfg.dataset, cfg.seed, self.device)
         self.model = build_model(cfg.model, cfg.gate, self.loaders.num_classes, self.loaders.in_channels)
         self.model.to(self.device)
         if cfg.trainer.channels_last:
