@@ -120,7 +120,8 @@ def test_the_command_line_deploys_a_portable_executor(runs, tmp_path):
     """As a user types it; --no-native writes an executor that plain torch loads (no acs import)."""
     out = tmp_path / "out"
     checkpoint = runs["acs"] / "checkpoints" / "last.pt"
-    command = [sys.executable, "-m", "acs.deploy", str(checkpoint), "--out", str(out), "--no-native", "--samples", "4", *FAST]
+    options = ["--out", str(out), "--no-native", "--samples", "4", *FAST]
+    command = [sys.executable, "-m", "acs.deploy", str(checkpoint), *options]
     result = subprocess.run(command, cwd=REPO, env=QUIET, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[1/5]" in result.stdout and f"written: {out}" in result.stdout

@@ -87,11 +87,12 @@ def script_executor(executor: DynamicDenseNet, input_size: Sequence[int]) -> tor
 
 
 def trace_static(model: nn.Module, input_size: Sequence[int], macs: float) -> torch.jit.ScriptModule:
-    """A static ``model`` (its gates none or removed) traced for ``input_size`` (C, H, W) inputs with
-    any batch size, returning ``macs`` per sample with the logits."""
+    """A static ``model`` (its gates none or removed), traced and frozen for ``input_size`` (C, H,
+    W) inputs with any batch size, returning ``macs`` per sample with the logits."""
     wrapper = _StaticScript(model, macs).eval()
     example = torch.zeros(2, *input_size)  # batch 2: a size-1 dimension may be traced as a constant
     with warnings.catch_warnings(), torch.no_grad():
         for message in _QUIET:
             warnings.filterwarnings("ignore", message=message)
-        return torch.jit.trace(wrapper, (example,), check_trace=False)
+        # Frozen: weights become constants, which saves about a tenth at batch 1.
+        return torch.jit.freeze(torch.jit.trace(wrapper, (example,), check_trace=False))
