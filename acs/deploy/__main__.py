@@ -1,4 +1,5 @@
-"""`python -m acs.deploy CHECKPOINT --out DIR`: a trained run's checkpoint as deployable files.
+"""`python -m acs.deploy CHECKPOINT --out DIR`: A trained run's checkpoint as deployable files, checked
+against the model as trained on the run's test split.
 
 Writes to DIR: model.pt (TorchScript: forward(x) -> (logits, macs per sample)), model.onnx where
 the deployed model is static (static gates, no gates, G-ResNeXt), and deploy.json (accuracy on the
@@ -23,33 +24,41 @@ from acs.messages import one_line
 from acs.training.checkpoint import CheckpointError
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer ≥ {minimum}, got '{text}'")
+        return value
+
+    return parse
 
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     summary, _, details = __doc__.partition("\n\n")
     parser = argparse.ArgumentParser(
         prog="python -m acs.deploy",
-        description=summary.split(": ", 1)[1] + "\n\n" + details,
+        description=" ".join(summary.split(": ", 1)[1].split()) + "\n\n" + details,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("checkpoint", help="a training checkpoint (a run's checkpoints/best.pt or last.pt)")
-    parser.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a run's checkpoints/best.pt or last.pt")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write (must not exist or be empty)")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty --out")
-    parser.add_argument("--data-root", help="where the test data lies (default: the run's dataset.root)")
-    parser.add_argument("--samples", type=_positive, help="accuracy on the first N test samples (default: all)")
+    parser.add_argument("--data-root", metavar="DIR", help="where the test data lies (default: the run's dataset.root)")
+    parser.add_argument(
+        "--samples", type=_count(1), metavar="N", help="accuracy on the first N test images (default: all)"
+    )
     parser.add_argument(
         "--no-native", dest="native", action="store_false", default=None,
         help="gated DenseNets: executor on tensor operations only, so that the TorchScript file loads "
         "with torch alone (by default the compiled kernels are used where they build)",
     )  # fmt: skip
-    parser.add_argument("--runs", type=_positive, default=50, help="timed batch-1 calls per form")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed calls before timing")
-    parser.add_argument("--threads", type=_positive, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--runs", type=_count(1), default=50, metavar="N", help="timed batch-1 calls per form")
+    parser.add_argument("--warmup", type=_count(0), default=10, metavar="N", help="untimed calls before timing")
+    parser.add_argument("--threads", type=_count(1), metavar="N", help="torch.set_num_threads (default: torch's)")
     return parser.parse_args(argv)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
@@ -163,7 +164,7 @@ def _latency_ms(modules: List[nn.Module], x: Tensor, runs: int, warmup: int) -> 
 
 def _test_loader(trained: TrainedModel, data_root: Optional[str]) -> DataLoader:
     dataset = trained.config.dataset
-    options = {key: value for key, value in dataset.options.items()}
+    options = OmegaConf.to_container(dataset.options, resolve=True)
     sets = build_datasets(
         dataset.name, data_root or dataset.root, download=False, subset=dataset.subset, augment=False, **options
     )
