@@ -1,16 +1,19 @@
 """python -m acs.deploy: a miniature run's checkpoint becomes a folder of deployable files whose
 TorchScript runs in a fresh process with the training form's logits, ONNX where the model is static,
 and deploy.json with what the run reported; bad input is one error line and leaves --out as it was."""
+import io
 import json
 import subprocess
 import sys
 
 import pytest
 import torch
-from helpers import QUIET, REPO, TINY, compose_config
+from helpers import QUIET, REPO, TINY, compose_config, counted_macs
 
+import acs
 from acs.deploy import pipeline
 from acs.deploy.__main__ import main
+from acs.deploy.calibrate import calibrate_keep
 from acs.training.app import execute
 from acs.training.checkpoint import load_checkpoint, load_trained_model, save_checkpoint
 
@@ -146,6 +149,39 @@ def test_onnx_file_runs_like_the_training_form(runs, deployed, name):
     with torch.no_grad():
         expected = load_trained_model(runs[name] / "checkpoints" / "best.pt").model(x).logits
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "name, options, kind",
+    [
+        ("densenet40", {"gate": {"name": "acs", "width": 8}}, "dynamic"),
+        ("densenet40", {"gate": {"name": "ddi", "width": 8}}, "dynamic"),
+        ("densenet40", {"gate": {"name": "aig", "width": 8}}, "dynamic"),
+        ("densenet40", {"gate": {"name": "fbs", "density": 0.5}}, "dynamic"),
+        ("densenet_bc100", {"gate": {"name": "acs", "width": 8}}, "dynamic"),
+        ("densenet_bc100", {"gate": {"name": "static", "init_keep": 0.5}}, "thin"),
+        ("densenet40", {"gate": "none", "conv": "dgconv"}, "materialized"),
+    ],
+)
+def test_every_gate_design_scripts_exactly(name, options, kind):
+    """The TorchScript file of each deployed form, saved and loaded back, gives the model's logits
+    within 1e-4 and its Output.macs, which torch.utils.flop_counter counts it executing."""
+    model = acs.create_model(name, **options).eval()
+    if kind == "dynamic" and options["gate"]["name"] != "fbs":
+        calibrate_keep(model, (3, 8, 8), 0.5)  # input-dependent masks keeping about half
+    deployed = pipeline.convert(model, (3, 8, 8))
+    assert deployed.kind == kind
+    buffer = io.BytesIO()
+    torch.jit.save(pipeline.to_script(deployed, (3, 8, 8)), buffer)
+    buffer.seek(0)
+    scripted = torch.jit.load(buffer)
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+        logits, macs = scripted(x)
+    torch.testing.assert_close(logits, expected.logits, atol=1e-4, rtol=0)
+    assert torch.equal(macs, expected.macs)
+    assert counted_macs(scripted, x[:1]) == macs[0].item()
 
 
 def _fails(argv, capsys, message):

@@ -79,7 +79,9 @@ def convert(model: nn.Module, input_size: Tuple[int, int, int], native: Optional
     raise DeployError(f"no deployed form for {type(model).__name__}")
 
 
-def _script(deployed: Deployed, input_size: Tuple[int, int, int]) -> torch.jit.ScriptModule:
+def to_script(deployed: Deployed, input_size: Tuple[int, int, int]) -> torch.jit.ScriptModule:
+    """``deployed`` as one TorchScript module for ``input_size`` (C, H, W): ``forward(x)`` returns
+    ``(logits, macs)`` (see :mod:`acs.deploy.script`)."""
     if not deployed.static:
         return script_executor(deployed.module, input_size)
     with torch.no_grad():
@@ -234,7 +236,7 @@ def _write(
     samples: Optional[int], runs: int, warmup: int, progress: Callable[[str], None],
 ) -> Dict[str, Any]:  # fmt: skip
     progress(f"[3/5] writing {deployed.kind} form: TorchScript{' and ONNX' if deployed.static else ''}")
-    scripted = _roundtrip(_script(deployed, input_size), tmp / SCRIPT_FILE)
+    scripted = _roundtrip(to_script(deployed, input_size), tmp / SCRIPT_FILE)
     files = {"torchscript": SCRIPT_FILE}
     if deployed.static:
         try:
