@@ -29,6 +29,7 @@ RUNS = {
 KINDS = {"acs": "dynamic", "static": "thin", "none": "ungated", "g_resnext": "materialized"}
 TEST_SIZE = {"acs": 24, "static": 24, "none": 24, "g_resnext": 8}
 FAST = ["--runs", "2", "--warmup", "0"]
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:FutureWarning")
 
 
 @pytest.fixture(scope="module")
