@@ -14,17 +14,14 @@ import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from acs.data import dataset_info
 from acs.deploy.benchmark import benchmark_densenet, benchmark_resnext
 from acs.deploy.calibrate import calibrate_keep, set_groups
 from acs.files import write_json
 from acs.models import create_model
 from acs.models.densenet import DenseNet
 from acs.models.resnext import GResNeXt
-from acs.training.builders import build_model
-from acs.training.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from acs.training.checkpoint import CheckpointError, load_trained_model
 
 
 def _parse(argv):
@@ -73,16 +70,8 @@ def _calibrated(args, input_size):
 def _trained(path: str):
     """The checkpoint's model, rebuilt from the config saved with it, its ungated twin, and the
     input size of the data set it was trained on."""
-    state = load_checkpoint(path)
-    config = state["config"]
-    dataset = config["dataset"]
-    info = dataset_info(dataset["name"], **dataset.get("options", {}))
-    # The weights come from the checkpoint: never fetch pretrained ones again.
-    model_cfg = OmegaConf.create({**config["model"], "pretrained": False})
-    model = build_model(model_cfg, OmegaConf.create(config["gate"]), info.num_classes, info.in_channels)
-    load_model_state(model, state, model_cfg.name, path)
-    dense = build_model(model_cfg, OmegaConf.create({"name": "none"}), info.num_classes, info.in_channels)
-    return model, dense, tuple(info.input_size)
+    trained = load_trained_model(path)
+    return trained.model, trained.ungated(), tuple(trained.info.input_size)
 
 
 def main(argv=None) -> int:

@@ -11,9 +11,15 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from acs.data import DatasetInfo, dataset_info
 from acs.files import atomic_write
+from acs.messages import one_line
+from acs.training.builders import build_model
+from acs.training.config import Config
 
 FORMAT = "acs-checkpoint-1"
 
@@ -37,7 +43,12 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
         raise CheckpointError(
             f"cannot read checkpoint {path}: the file is corrupt, truncated or not a PyTorch checkpoint"
         ) from error
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    marker = state.get("format") if isinstance(state, dict) else None
+    if isinstance(marker, str) and marker.startswith("acs-checkpoint-") and marker != FORMAT:
+        raise CheckpointError(
+            f"{path} was written by another version of acs (format '{marker}'; this version reads '{FORMAT}')"
+        )
+    if marker != FORMAT:
         raise CheckpointError(f"{path} is not an ACS checkpoint (no '{FORMAT}' marker)")
     return state
 
@@ -60,6 +71,43 @@ def load_model_state(model: nn.Module, state: Dict[str, Any], model_name: str, p
         )
         raise CheckpointError(f"{path} does not fit this {model_name} ({detail})")
     model.load_state_dict(weights)
+
+
+class TrainedModel(NamedTuple):
+    """A run's model rebuilt from its checkpoint by :func:`load_trained_model`: the ``model``
+    (weights loaded, evaluation mode), the ``config`` it was built from (the checkpoint's ``model``,
+    ``gate`` and ``dataset`` sections, checked by the schema), the data set's ``info`` and the
+    checkpoint's ``state``."""
+
+    model: nn.Module
+    config: DictConfig
+    info: DatasetInfo
+    state: Dict[str, Any]
+
+    def ungated(self) -> nn.Module:
+        """The same architecture with ``gate=none`` and fresh weights (the dense reference)."""
+        gate = OmegaConf.create({"name": "none"})
+        return build_model(self.config.model, gate, self.info.num_classes, self.info.in_channels)
+
+
+def load_trained_model(path: Union[str, Path]) -> TrainedModel:
+    """The model of a training checkpoint, rebuilt from the config saved with it (never from
+    guessed shapes). A missing, corrupt or foreign file, or a saved config this version cannot
+    build, is a CheckpointError of one line."""
+    state = load_checkpoint(path)
+    try:
+        saved = {key: state["config"][key] for key in ("model", "gate", "dataset")}
+        # The weights come from the checkpoint: never fetch pretrained ones again.
+        saved["model"] = {**saved["model"], "pretrained": False}
+        config = OmegaConf.merge(OmegaConf.structured(Config), saved)
+        dataset = config.dataset
+        info = dataset_info(dataset.name, **OmegaConf.to_container(dataset.options, resolve=True))
+        model = build_model(config.model, config.gate, info.num_classes, info.in_channels)
+    except (KeyError, TypeError, ValueError, OmegaConfBaseException) as error:
+        reason = one_line(error)
+        raise CheckpointError(f"{path}: this version of acs cannot build its saved config ({reason})") from error
+    load_model_state(model, state, config.model.name, path)
+    return TrainedModel(model.eval(), config, info, state)
 
 
 class WarmStart(NamedTuple):
