@@ -319,7 +319,7 @@ class _TransitionExec(nn.Module):
         self.register_buffer("bn", affine)
         self.register_buffer("unit", _unit(self.in_channels))
         self.register_buffer("weight", weight.t().contiguous())  # (C, out): input-major
-        self.register_buffer("dead_bias", (weight * value).t()[:, :, None].contiguous())
+        self.register_buffer("dead_bias", (weight * value).t().contiguous())  # (C, out)
         self.pool = copy.deepcopy(transition.pool)  # stateless; a copy keeps the model untouched
         pool = transition.pool
         # 2×2 average pooling as two adds of strided views: several times faster than avg_pool2d's
@@ -339,7 +339,7 @@ class _TransitionExec(nn.Module):
         # The 1×1 conv as a GEMM (oneDNN's conv is slower at batch 1), pooled after it as in the model.
         if live is not None and dead is not None:
             weight = weight.index_select(0, live)
-            h = torch.addmm(self.dead_bias.index_select(0, dead).sum(0), weight.t(), h)
+            h = torch.addmm(self.dead_bias.index_select(0, dead).sum(0)[:, None], weight.t(), h)
         else:
             h = torch.mm(weight.t(), h)
         macs = weight.numel() * height * width
@@ -348,6 +348,16 @@ class _TransitionExec(nn.Module):
             rows = (rows[:, :, :width] + rows[:, :, width:]).view(h.shape[0], height // 2, width // 2, 2)
             return (rows[:, :, :, 0] + rows[:, :, :, 1]).mul_(0.25), macs
         return self.pool(h.view(1, -1, height, width))[0], macs
+
+
+class _NativeTransitionExec(_TransitionExec):
+    """The same transition as one fused call (``torch.ops.acs.transition``, see :mod:`acs.deploy.native`),
+    2×2 average pooling included."""
+
+    def forward(self, x: Tensor, height: int, width: int, alive: Optional[Tensor]) -> Tuple[Tensor, int]:
+        pool = self.pair_pool and height % 2 == 0 and width % 2 == 0
+        out, macs = torch.ops.acs.transition(x, height, width, alive, self.bn, self.weight, self.dead_bias, pool)
+        return (out if pool else self.pool(out.view(1, -1, height, width))[0]), macs
 
 
 class _HeadExec(nn.Module):
@@ -382,7 +392,8 @@ class _BlockExec(nn.Module):
         layer_exec = _NativeDenseLayerExec if native else _DenseLayerExec
         self.layers = nn.ModuleList(layer_exec(layer, gated) for layer in layers)
         self.gated = gated  # whether a channel may have been skipped (else the liveness is not read)
-        self.transition = _TransitionExec(transition) if transition is not None else None
+        transition_exec = _NativeTransitionExec if native else _TransitionExec
+        self.transition = transition_exec(transition) if transition is not None else None
         last = self.layers[-1]
         self.channels = last.in_channels + last.growth
         reads = {layer.gate.reads for layer in self.layers if layer.gate is not None}

@@ -101,5 +101,9 @@ def _register_flop_formulas() -> None:
         per_output = in_idx.shape[1] if in_idx is not None else inputs
         return 2 * (macs + kept * 9 * per_output * pixels)
 
+    @register_flop_formula(torch.ops.acs.transition, get_raw=True)
+    def transition_flops(x, height, width, alive, bn, weight, dead_bias, pool, out_val=None, **kwargs) -> int:
+        return 2 * x.shape[0] * weight.shape[1] * height * width  # the 1×1 conv over the live inputs
+
 
 __all__ = ["NativeUnavailable", "available", "load"]

@@ -400,6 +400,56 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, Tensor ali
                           table, in_idx, &gate);
 }
 
+// A transition of one sample: BN-ReLU of the n live channels x (n × H·W; channel c live where
+// alive[c], all without alive), the 1×1 conv as one GEMM over their weight rows (weight: channels ×
+// outputs, input-major) with the dead channels' constant added as a bias (dead_bias: channels ×
+// outputs), then, with pool, 2×2 average pooling (even H and W). Returns (outputs × H'·W', MACs).
+std::tuple<Tensor, int64_t> transition(const Tensor& x, int64_t height, int64_t width, const OptTensor& alive,
+                                       const Tensor& bn, const Tensor& weight, const Tensor& dead_bias, bool pool) {
+  for (const Tensor* t : {&x, &bn, &weight, &dead_bias}) check_float(*t, "transition operands");
+  const int64_t channels = weight.size(0), outputs = weight.size(1), hw = height * width, n = x.size(0);
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == hw, "x must be channels × H·W");
+  TORCH_CHECK(!pool || (height % 2 == 0 && width % 2 == 0), "2×2 pooling needs even H and W");
+  std::vector<int64_t> channel, skipped;
+  if (alive.has_value()) {
+    TORCH_CHECK(alive->scalar_type() == at::kBool && alive->is_contiguous() && alive->numel() == channels,
+                "alive must be a contiguous bool mask of the transition's inputs");
+    const bool* liveness = alive->data_ptr<bool>();
+    for (int64_t c = 0; c < channels; ++c) (liveness[c] ? channel : skipped).push_back(c);
+  } else {
+    channel = indices(std::nullopt, channels);
+  }
+  TORCH_CHECK(static_cast<int64_t>(channel.size()) == n, "alive marks ", channel.size(), " live channels, x holds ", n);
+  float* h = scratch(0, n * hw);
+  bn_relu(x.data_ptr<float>(), n, hw, bn.data_ptr<float>(), bn.data_ptr<float>() + bn.size(1), channel, h);
+  const float* w = weight.data_ptr<float>();
+  float* rows = scratch(2, n * outputs);
+  for (int64_t i = 0; i < n; ++i) std::memcpy(rows + i * outputs, w + channel[i] * outputs, outputs * sizeof(float));
+  std::vector<float> bias(outputs, 0.0f);
+  const float* folds = dead_bias.data_ptr<float>();
+  for (int64_t d : skipped)
+    for (int64_t o = 0; o < outputs; ++o) bias[o] += folds[d * outputs + o];
+  float* conv = scratch(1, outputs * hw);
+  for (int64_t o = 0; o < outputs; ++o) std::fill(conv + o * hw, conv + (o + 1) * hw, bias[o]);
+  gemm(outputs, hw, n, rows, true, h, 1.0f, conv);
+  const int64_t out_h = pool ? height / 2 : height, out_w = pool ? width / 2 : width;
+  Tensor out = at::empty({outputs, out_h, out_w}, x.options());
+  float* dst = out.data_ptr<float>();
+  if (!pool) {
+    std::memcpy(dst, conv, outputs * hw * sizeof(float));
+  } else {
+    for (int64_t o = 0; o < outputs; ++o)
+      for (int64_t y = 0; y < out_h; ++y) {
+        const float* top = conv + o * hw + 2 * y * width;
+        const float* bottom = top + width;
+        float* row = dst + (o * out_h + y) * out_w;
+        for (int64_t j = 0; j < out_w; ++j)
+          row[j] = ((top[2 * j] + bottom[2 * j]) + (top[2 * j + 1] + bottom[2 * j + 1])) * 0.25f;
+      }
+  }
+  return {out, n * outputs * hw};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(acs, m) {
@@ -408,6 +458,12 @@ TORCH_LIBRARY(acs, m) {
       "int width, Tensor? keep, Tensor? factor, Tensor bn, Tensor? w1, Tensor? b1, Tensor? c1, Tensor w2, "
       "Tensor? table, Tensor? in_idx, Tensor? reduce, Tensor? wa, Tensor? ba, Tensor? mid, Tensor? wb, Tensor? wh, "
       "Tensor? bh, int[] gate_convs) -> (int, int)");
+  m.def(
+      "transition(Tensor x, int height, int width, Tensor? alive, Tensor bn, Tensor weight, Tensor dead_bias, "
+      "bool pool) -> (Tensor, int)");
 }
 
-TORCH_LIBRARY_IMPL(acs, CPU, m) { m.impl("dense_layer", &dense_layer); }
+TORCH_LIBRARY_IMPL(acs, CPU, m) {
+  m.impl("dense_layer", &dense_layer);
+  m.impl("transition", &transition);
+}
