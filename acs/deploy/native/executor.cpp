@@ -287,7 +287,6 @@ ACS_VECTOR_CLONES void im2col(const float* src, int64_t channels, int64_t height
                               int64_t kernel, int64_t stride, int64_t padding, const OptTensor& order, float* dst) {
   const int64_t out_h = (height + 2 * padding - kernel) / stride + 1;
   const int64_t out_w = (width + 2 * padding - kernel) / stride + 1;
-  std::fill(dst, dst + channels * kernel * kernel * out_h * out_w, 0.0f);
   const std::vector<int64_t> source = indices(order, channels);
   // Per kernel column, the output columns [first, end) whose input column ox·stride − padding + kj
   // lies inside the image (computed once: integer division costs more than these tiny copies).
@@ -297,17 +296,23 @@ ACS_VECTOR_CLONES void im2col(const float* src, int64_t channels, int64_t height
     first[kj] = std::max<int64_t>(0, (padding - kj + stride - 1) / stride);
     end[kj] = last < 0 ? 0 : std::min(out_w, last / stride + 1);
   }
+  // Each output row written once: zeros outside the image, the copy inside (no zero-fill pass first).
   for (int64_t c = 0; c < channels; ++c) {
     const float* plane = src + source[c] * height * width;
     for (int64_t ki = 0; ki < kernel; ++ki)
       for (int64_t kj = 0; kj < kernel; ++kj) {
         float* row = dst + ((c * kernel + ki) * kernel + kj) * out_h * out_w;
-        const int64_t x0 = first[kj], x1 = end[kj];
+        const int64_t x0 = first[kj], x1 = std::max(end[kj], x0);
         for (int64_t oy = 0; oy < out_h; ++oy) {
           const int64_t y = oy * stride - padding + ki;
-          if (y < 0 || y >= height || x1 <= x0) continue;
-          const float* in = plane + y * width - padding + kj;
           float* out = row + oy * out_w;
+          if (y < 0 || y >= height) {
+            std::fill(out, out + out_w, 0.0f);
+            continue;
+          }
+          std::fill(out, out + x0, 0.0f);
+          std::fill(out + x1, out + out_w, 0.0f);
+          const float* in = plane + y * width - padding + kj;
           if (stride == 1)
             std::memcpy(out + x0, in + x0, (x1 - x0) * sizeof(float));
           else
