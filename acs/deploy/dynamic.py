@@ -15,9 +15,11 @@ addmm only, so an op-level FLOP counter sees exactly the executed convolutions.
 Weights whose input channels get sliced per sample are stored input-major (rows = input
 channels), because gathering whole rows is the cheapest slice.
 
-With ``native`` (CPU), each layer after its gate, and each ACS gate, is one call of a compiled
-kernel over these same buffers (:class:`_NativeDenseLayerExec`, :mod:`acs.deploy.native`); the
-tensor-operation path stays for other devices and machines where the kernels cannot be built.
+The liveness of a block's channels is one bool buffer that each layer's gate decision is written
+into (the block's keep-masks are slices of it). With ``native`` (CPU), each layer with its ACS gate,
+and each transition, is one call of a compiled kernel over these same buffers
+(:class:`_NativeDenseLayerExec`, :mod:`acs.deploy.native`); the tensor-operation path stays for
+other devices and machines where the kernels cannot be built.
 """
 
 from __future__ import annotations
@@ -434,8 +436,9 @@ class _BlockExec(nn.Module):
 
 class DynamicDenseNet(nn.Module):
     """Executor of a (gated or plain) :class:`DenseNet`; see the module docstring. Built by
-    :func:`acs.deploy.to_dynamic`. ``native`` runs each dense layer and ACS gate as one fused call
-    (CPU only; see :mod:`acs.deploy.native`, which raises NativeUnavailable where it cannot build)."""
+    :func:`acs.deploy.to_dynamic`. ``native`` runs each dense layer with its ACS gate, and each
+    transition, as one fused call (CPU only; see :mod:`acs.deploy.native`, which raises
+    NativeUnavailable where it cannot build)."""
 
     def __init__(self, model: DenseNet, native: bool = False) -> None:
         super().__init__()
