@@ -48,6 +48,7 @@ def _rows(path):
 
 def _consistent(row):
     assert row["realisation"] == pytest.approx(row["macs_ratio"] / row["latency_ratio"])
+    assert row["cpu_ratio"] > 0
 
 
 def _check_headline(result, rows, printed):
@@ -63,6 +64,7 @@ def _check_headline(result, rows, printed):
         assert c["variant"] == "dynamic executor"
         assert c["latency_ratio"] == pytest.approx(executor["latency_ms"] / baseline["latency_ms"])
         assert c["macs_ratio"] == pytest.approx(executor["macs"] / baseline["macs"])
+        assert c["cpu_ratio"] == pytest.approx(executor["cpu_ms"] / baseline["cpu_ms"])
         _consistent(c)
         assert (c["gmacs_per_s"], c["baseline_gmacs_per_s"]) == (executor["gmacs_per_s"], baseline["gmacs_per_s"])
     # Both baselines run the ungated model: the same MACs.

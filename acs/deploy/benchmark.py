@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
@@ -16,23 +17,26 @@ from acs.deploy import to_dynamic
 from acs.deploy.materialize import materialize
 from acs.models.densenet import DenseNet
 from acs.models.resnext import GResNeXt
-from acs.timing import time_interleaved
+from acs.timing import timed_rounds
 
 
 def _rows(variants: Sequence[Tuple[str, Callable[[], Tensor]]], runs: int, warmup: int) -> List[Dict[str, float]]:
-    """Median latency per call (interleaved timing), MACs per sample and the multiply-accumulates
-    computed per second of each ``(name, call)``; a call returns the per-sample MACs it ran."""
+    """Median latency per call (interleaved timing) and the process's CPU time per call (what the
+    call itself used: on a loaded machine latency also holds the waits for a core), MACs per sample
+    and the multiply-accumulates computed per second of latency of each ``(name, call)``; a call
+    returns the per-sample MACs it ran."""
     calls = [call for _, call in variants]
     with torch.no_grad():
         macs = [call() for call in calls]
-        times = time_interleaved(calls, warmup, runs)
+        wall, cpu = timed_rounds(calls, warmup, runs, (time.perf_counter, time.process_time))
     rows = []
-    for (name, _), seconds, m in zip(variants, times, macs):
+    for (name, _), seconds, cpu_seconds, m in zip(variants, wall, cpu, macs):
         latency = statistics.median(seconds)
         rows.append(
             {
                 "variant": name,
                 "latency_ms": 1000.0 * latency,
+                "cpu_ms": 1000.0 * statistics.median(cpu_seconds),
                 "macs": float(m.double().mean()),
                 "gmacs_per_s": float(m.double().sum()) / latency / 1e9,
             }
@@ -48,9 +52,15 @@ def _ratios(rows: List[Dict[str, float]]) -> List[Dict[str, float]]:
 
 
 def versus(row: Dict[str, float], baseline: Dict[str, float]) -> Dict[str, float]:
-    """``row`` against ``baseline``: MACs ratio, latency ratio and realisation (MACs ratio ÷ latency ratio)."""
+    """``row`` against ``baseline``: MACs ratio, latency ratio, realisation (MACs ratio ÷ latency
+    ratio) and CPU-time ratio."""
     macs, latency = row["macs"] / baseline["macs"], row["latency_ms"] / baseline["latency_ms"]
-    return {"macs_ratio": macs, "latency_ratio": latency, "realisation": macs / latency}
+    return {
+        "macs_ratio": macs,
+        "latency_ratio": latency,
+        "realisation": macs / latency,
+        "cpu_ratio": row["cpu_ms"] / baseline["cpu_ms"],
+    }
 
 
 #: What the gated model's executor is measured against first: the same executor running the
