@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from acs.data import dataset_info
-from acs.deploy.benchmark import benchmark_densenet, benchmark_resnext, distinct_masks, headline
+from acs.deploy.benchmark import benchmark_densenet, benchmark_resnext, distinct_masks
 from acs.deploy.calibrate import calibrate_keep, set_groups
 from acs.files import write_json
 from acs.models import create_model
@@ -131,8 +131,8 @@ def main(argv=None) -> int:
         return 2
     lead, masks = [], None
     if isinstance(model, DenseNet):
-        rows = benchmark_densenet(model, dense, input_size, args.runs, args.warmup, args.batch)
-        lead, masks = headline(rows), distinct_masks(model, input_size, args.batch)
+        rows, lead = benchmark_densenet(model, dense, input_size, args.runs, args.warmup, args.batch)
+        masks = distinct_masks(model, input_size, args.batch)
     elif isinstance(model, GResNeXt):
         rows = benchmark_resnext(model, input_size, args.runs, args.warmup)
     else:
