@@ -1,11 +1,11 @@
-"""The DenseNet executor's fused CPU kernel (``executor.cpp``): one call per dense layer, its ACS gate
-included (``torch.ops.acs.dense_layer``), instead of a few dozen small tensor operations, whose
-per-call overhead dominates at batch 1.
+"""The DenseNet executor's fused CPU kernels (``executor.cpp``): one call per dense layer, its ACS
+gate included (``torch.ops.acs.dense_layer``), and one per transition (``torch.ops.acs.transition``),
+instead of a few dozen small tensor operations, whose per-call overhead dominates at batch 1.
 
 Compiled on first use with the C++ compiler that :mod:`torch.utils.cpp_extension` finds (about
 15 s), then cached in its build folder (``TORCH_EXTENSIONS_DIR``, by default under
 ``~/.cache/torch_extensions``) and reused while the source is unchanged. :func:`load` registers
-the operator's FLOP formula with :mod:`torch.utils.flop_counter`, computed from the operands
+the operators' FLOP formulas with :mod:`torch.utils.flop_counter`, computed from the operands
 (live inputs, kept outputs, weight shapes) as ``aten.mm``'s is from its shapes, so that a FLOP
 counter run on the executor still sees every multiply-accumulate it executes.
 """

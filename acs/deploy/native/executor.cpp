@@ -1,12 +1,13 @@
-// Fused per-sample kernel of the DenseNet executor (acs/deploy/dynamic.py), registered as the
-// operator torch.ops.acs.dense_layer: one dense layer with its ACS gate.
+// Fused per-sample kernels of the DenseNet executor (acs/deploy/dynamic.py), registered as the
+// operators torch.ops.acs.dense_layer (one dense layer with its ACS gate) and torch.ops.acs.transition.
 //
 // At batch 1 a gated layer is a few dozen small tensor operations (gathers of the live rows of the
 // weights, BN-ReLU, the dead-channel fold, GEMM, col2im, the summary update), and their per-call
-// overhead costs more than their arithmetic. Here each layer, its ACS gate included, is one call: the
-// gathers, BN-ReLU, the fold and col2im are plain loops, and only the GEMMs go through ATen (MKL).
-// They execute the same multiply-accumulates as the tensor-operation path; acs/deploy/native/
-// __init__.py registers their FLOP formulas so that torch.utils.flop_counter counts them.
+// overhead costs more than their arithmetic. Here each layer, its ACS gate included, is one call,
+// and so is each transition (torch.ops.acs.transition): the gathers, BN-ReLU, the fold, im2col and
+// col2im are plain loops, and only the GEMMs go to BLAS. They execute the same multiply-accumulates
+// as the tensor-operation path; acs/deploy/native/__init__.py registers their FLOP formulas so
+// that torch.utils.flop_counter counts them.
 #include <ATen/ATen.h>
 #include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
