@@ -1,6 +1,8 @@
-"""python -m acs.bench and the operating points it benchmarks without training: the table and JSON
-hold every variant with consistent ratios, calibration hits the asked keep fraction, a trained
-checkpoint is rebuilt from its saved config, and bad input is one error line."""
+"""python -m acs.bench and the operating points it benchmarks without training: the headline (the
+gated executor against the ungated executor, then against PyTorch) comes first, the table and JSON
+hold every variant with consistent ratios, at batch 1 and at a batch of samples with different
+masks, calibration hits the asked keep fraction, a trained checkpoint is rebuilt from its saved
+config, and bad input is one error line."""
 import json
 
 import pytest
@@ -46,6 +48,34 @@ def _rows(path):
 
 def _consistent(row):
     assert row["realisation"] == pytest.approx(row["macs_ratio"] / row["latency_ratio"])
+    assert row["cpu_ratio"] > 0
+
+
+def _check_headline(result, rows, printed):
+    """The headline compares the dynamic executor with the ungated executor, then with PyTorch (the
+    dense row), in timings of their own, and is printed before the table."""
+    batch, executor = result["batch"], rows["dynamic executor"]
+    for row in rows.values():  # MACs per sample, time per call of `batch` samples
+        assert row["gmacs_per_s"] == pytest.approx(row["macs"] * batch / row["latency_ms"] / 1e6)
+    headline = result["headline"]
+    assert [c["baseline"] for c in headline] == ["executor of ungated", "dense (ungated)"]
+    for c in headline:
+        baseline = rows[c["baseline"]]
+        assert c["variant"] == "dynamic executor"
+        assert c["latency_ratio"] == pytest.approx(c["latency_ms"] / c["baseline_latency_ms"])
+        assert c["cpu_ratio"] == pytest.approx(c["cpu_ms"] / c["baseline_cpu_ms"])
+        assert c["macs_ratio"] == pytest.approx(executor["macs"] / baseline["macs"])
+        assert c["gmacs_per_s"] == pytest.approx(executor["macs"] * batch / c["latency_ms"] / 1e6)
+        assert c["baseline_gmacs_per_s"] == pytest.approx(baseline["macs"] * batch / c["baseline_latency_ms"] / 1e6)
+        _consistent(c)
+    # Both baselines run the ungated model: the same MACs.
+    assert headline[0]["macs_ratio"] == headline[1]["macs_ratio"] == executor["macs_ratio"]
+    assert headline[0]["latency_ms"] == headline[1]["latency_ms"]  # one timing of the executor
+    lines = printed.splitlines()
+    first = [i for i, line in enumerate(lines) if "vs executor of ungated" in line]
+    second = [i for i, line in enumerate(lines) if "vs dense (ungated)" in line]
+    table = [i for i, line in enumerate(lines) if line.startswith("variant")]
+    assert len(first) == len(second) == len(table) == 1 and first[0] < second[0] < table[0]
 
 
 @pytest.mark.parametrize("gate", ["acs", "fbs"])
@@ -64,7 +94,8 @@ def test_densenet_benchmark_table_and_json(tmp_path, capsys, gate):
     ]
     assert all(name in printed for name in rows) and f"written: {out}" in printed
     assert result["input"] == [3, 8, 8] and result["keep"] == 0.5 and result["threads"] == 1
-    assert result["gate"] == gate
+    assert result["gate"] == gate and result["batch"] == 1 and result["distinct_masks"] == 1
+    _check_headline(result, rows, printed)
     dense, masked, executor = rows["dense (ungated)"], rows["masked (training form)"], rows["dynamic executor"]
     assert dense["macs"] == acs.create_model("densenet40", gate="none").dense_macs((3, 8, 8))
     # The executor runs exactly the masked model's MACs: about half the layers' channels, plus the gates.
@@ -76,12 +107,31 @@ def test_densenet_benchmark_table_and_json(tmp_path, capsys, gate):
         _consistent(row)
 
 
+def test_a_batch_of_samples_with_different_masks(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["--model", "densenet40", "--input", "3,8,8", "--gate-width", "8", "--keep", "0.5", "--batch", "16"]
+    assert main(argv + ["--runs", "1", "--warmup", "0", "--threads", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result, rows = _rows(out)
+    assert result["batch"] == 16 and "batch 16" in printed
+    # Per-sample work: the samples' masks differ, and the executor runs exactly the masked model's
+    # MACs (per sample, averaged over the batch), the ungated executor the dense model's.
+    assert 1 < result["distinct_masks"] <= 16
+    assert rows["dynamic executor"]["macs"] == rows["masked (training form)"]["macs"]
+    assert rows["executor of ungated"]["macs"] == rows["dense (ungated)"]["macs"]
+    assert rows["dense (ungated)"]["macs"] == acs.create_model("densenet40", gate="none").dense_macs((3, 8, 8))
+    _check_headline(result, rows, printed)
+    for row in rows.values():
+        _consistent(row)
+
+
 def test_g_resnext_benchmark_compares_masked_and_materialized(tmp_path):
     out = tmp_path / "bench.json"
     argv = ["--model", "g_resnext29_2x64d", "--input", "3,8,8", "--groups", "8", "--runs", "1", "--warmup", "0"]
     assert main(argv + ["--out", str(out)]) == 0
-    _, rows = _rows(out)
+    result, rows = _rows(out)
     assert list(rows) == ["block masked", "block materialized", "network masked", "network materialized"]
+    assert result["headline"] == [] and result["batch"] == 1  # no gates: nothing skipped per sample
     # Materialized and masked forms count the same MACs: the grouped conv is what the mask computes.
     assert rows["block masked"]["macs"] == rows["block materialized"]["macs"]
     assert rows["network masked"]["macs"] == rows["network materialized"]["macs"]
@@ -109,6 +159,7 @@ def test_a_trained_checkpoint_is_rebuilt_from_its_config(tmp_path, tiny_override
         (["--input", "3,32"], "--input must be C,H,W"),
         (["--model", "densenet4"], "unknown model"),
         (["--keep", "2"], "keep must lie in"),
+        (["--batch", "0"], "--batch must be a positive integer"),
     ],
 )
 def test_bad_input_is_one_error_line(tmp_path, capsys, argv, message):

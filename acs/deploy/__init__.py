@@ -31,10 +31,10 @@ def to_dynamic(model: nn.Module, script: bool = True, native: Optional[bool] = N
     for structures it cannot execute exactly (a gate class without executor, a grouped 3×3 conv
     reading gated inputs without a bottleneck).
 
-    ``native`` (DenseNets on CPU): each dense layer and ACS gate as one call of a compiled kernel
-    (:mod:`acs.deploy.native`; several times less overhead at batch 1, same results). ``None``
-    uses it where it builds and warns once where it does not; ``True`` raises NativeUnavailable
-    there; ``False`` runs tensor operations only.
+    ``native`` (DenseNets on CPU): each dense layer with its ACS gate, and each transition, as one
+    call of a compiled kernel (:mod:`acs.deploy.native`; several times less overhead at batch 1,
+    same results). ``None`` uses it where it builds and warns once where it does not; ``True``
+    raises NativeUnavailable there; ``False`` runs tensor operations only.
     """
     if isinstance(model, DenseNet):
         device = model.stem.weight.device

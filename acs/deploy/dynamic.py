@@ -15,9 +15,11 @@ addmm only, so an op-level FLOP counter sees exactly the executed convolutions.
 Weights whose input channels get sliced per sample are stored input-major (rows = input
 channels), because gathering whole rows is the cheapest slice.
 
-With ``native`` (CPU), each layer after its gate, and each ACS gate, is one call of a compiled
-kernel over these same buffers (:class:`_NativeDenseLayerExec`, :mod:`acs.deploy.native`); the
-tensor-operation path stays for other devices and machines where the kernels cannot be built.
+The liveness of a block's channels is one bool buffer that each layer's gate decision is written
+into (the block's keep-masks are slices of it). With ``native`` (CPU), each layer with its ACS gate,
+and each transition, is one call of a compiled kernel over these same buffers
+(:class:`_NativeDenseLayerExec`, :mod:`acs.deploy.native`); the tensor-operation path stays for
+other devices and machines where the kernels cannot be built.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from acs.deploy.fold import (
     kn2row_weight,
     stacked_rows,
 )
-from acs.deploy.gates import gate_executor, summarize_sample
+from acs.deploy.gates import ACSGateExec, gate_executor, summarize_sample
 from acs.deploy.native import load as load_native
 from acs.gates import base as gate_base  # its constants by attribute: TorchScript takes no global ints
 from acs.models.base import Output
@@ -109,10 +111,9 @@ class _DenseLayerExec(nn.Module):
         if tuple(conv2.kernel_size) != (3, 3) or tuple(conv2.stride) != (1, 1) or tuple(conv2.padding) != (1, 1):
             raise NotImplementedError("deployment expects the dense layer's 3×3 conv with stride 1, padding 1")
         self.in_channels, self.growth = layer.norm1.num_features, conv2.out_channels
-        self.gate = gate_executor(layer.gate, self.fused) if layer.gate is not None else None
+        self.gated_model = gated_model  # whether any input may have been skipped
+        self.gate = gate_executor(layer.gate) if layer.gate is not None else None
         self.reads = gate_base.SUMMARY_INPUT  # set by the block: what its summary buffer holds (SUMMARY_INPUT: none)
-        self.register_buffer("ones_in", torch.ones(self.in_channels, dtype=torch.bool))
-        self.register_buffer("ones_new", torch.ones(self.growth, dtype=torch.bool))
         affine, value = _affine(layer.norm1)
         self.register_buffer("bn1", affine)
         self.register_buffer("unit", _unit(self.in_channels))
@@ -164,27 +165,26 @@ class _DenseLayerExec(nn.Module):
         self,
         feat: Tensor,
         summary: Optional[Tensor],
+        alive: Tensor,
         n: int,
         height: int,
         width: int,
-        alive: Optional[Tensor],
         plans: List[Tensor],
-    ) -> Tuple[int, Optional[Tensor], Optional[Tensor], int]:
+    ) -> Tuple[int, int]:
         """Reads the ``n`` live channels in ``feat`` (and ``summary``, what the gates read of them),
-        appends this layer's kept outputs to both; returns the new live count, the liveness of
-        every channel so far, the keep-mask and the MACs."""
-        live, dead = _split(alive, self.in_channels)
+        appends this layer's kept outputs to both and its keep decision to ``alive`` (the liveness
+        of the block's channels, of which this layer's inputs are the first ``in_channels``);
+        returns the new live count and the MACs."""
+        live, dead = _split(alive[: self.in_channels], self.in_channels) if self.gated_model else (None, None)
         keep: Optional[Tensor] = None
         scale: Optional[Tensor] = None
         macs = 0
-        if self.gate is None:
-            alive = None if alive is None else torch.cat([alive, self.ones_new])
-        else:
+        if self.gate is not None:
             assert summary is not None
             keep, scale, macs = self.gate(summary[:n], (height + 1) // 2, (width + 1) // 2, live, plans)
-            alive = torch.cat([self.ones_in if alive is None else alive, keep])
+            alive[self.in_channels : self.in_channels + self.growth].copy_(keep)
         n, m = self.compute(feat, summary, n, height, width, LayerChannels(live, dead, keep, scale))
-        return n, alive, keep, macs + m
+        return n, macs + m
 
     def compute(
         self, feat: Tensor, summary: Optional[Tensor], n: int, height: int, width: int, channels: LayerChannels
@@ -246,27 +246,51 @@ class _DenseLayerExec(nn.Module):
 
 
 class _NativeDenseLayerExec(_DenseLayerExec):
-    """The same layer, its outputs computed by one fused call after the gate (``torch.ops.acs.dense_layer``, see
-    :mod:`acs.deploy.native`): BN-ReLU, bottleneck, the gathers of live inputs and kept outputs,
-    the dead-channel fold, GEMM, col2im and the summary update. It runs dense and stacked 3×3 convs,
-    so the grouped conv of an ungated model runs stacked (the same MACs); an ACS gate is fused too."""
+    """The same layer as one fused call (``torch.ops.acs.dense_layer``, see :mod:`acs.deploy.native`):
+    its ACS gate (the other gate designs run before it, as tensor operations), the liveness
+    bookkeeping, BN-ReLU, bottleneck, the gathers of live inputs and kept outputs, the dead-channel
+    fold, GEMM, col2im and the summary update. It runs dense and stacked 3×3 convs, so the grouped
+    conv of an ungated model runs stacked (the same MACs)."""
 
     fused = True
+    __annotations__ = {"gate_convs": List[int]}  # a type, not the string that postponed annotations make
 
-    def compute(
-        self, feat: Tensor, summary: Optional[Tensor], n: int, height: int, width: int, channels: LayerChannels
+    def __init__(self, layer: DenseLayer, gated_model: bool) -> None:
+        super().__init__(layer, gated_model)
+        gate = self.gate if type(self.gate) is ACSGateExec else None
+        names = ["reduce", "wa", "ba", "mid", "wb", "wh", "bh"]
+        for name in names:  # the fused gate's buffers (None: no gate, or one run before the call)
+            self.register_buffer(f"gate_{name}", None if gate is None else getattr(gate, name))
+        self.gate_convs = [v for conv in gate.convs for v in conv] if gate is not None else []
+
+    def forward(
+        self,
+        feat: Tensor,
+        summary: Optional[Tensor],
+        alive: Tensor,
+        n: int,
+        height: int,
+        width: int,
+        plans: List[Tensor],
     ) -> Tuple[int, int]:
-        return torch.ops.acs.dense_layer(
+        keep: Optional[Tensor] = None
+        scale: Optional[Tensor] = None
+        macs = 0
+        if self.gate is not None and self.gate_reduce is None:  # a gate design without native kernel
+            assert summary is not None
+            live, _ = _split(alive[: self.in_channels], self.in_channels)
+            keep, scale, macs = self.gate(summary[:n], (height + 1) // 2, (width + 1) // 2, live, plans)
+        n, m = torch.ops.acs.dense_layer(
             feat,
             feat if summary is None else summary,  # not read without summary (reads SUMMARY_INPUT)
+            alive,
             n,
+            self.in_channels,
             self.reads,  # SUMMARY_INPUT exactly where the block keeps no summary
             height,
             width,
-            channels.live,
-            channels.dead,
-            channels.keep,
-            channels.scale,
+            keep,
+            scale,
             self.bn1,
             self.w1,
             self.b1,
@@ -274,7 +298,16 @@ class _NativeDenseLayerExec(_DenseLayerExec):
             self.w2,
             self.table,
             self.in_idx,
+            self.gate_reduce,
+            self.gate_wa,
+            self.gate_ba,
+            self.gate_mid,
+            self.gate_wb,
+            self.gate_wh,
+            self.gate_bh,
+            self.gate_convs,
         )
+        return n, macs + m
 
 
 class _TransitionExec(nn.Module):
@@ -288,7 +321,7 @@ class _TransitionExec(nn.Module):
         self.register_buffer("bn", affine)
         self.register_buffer("unit", _unit(self.in_channels))
         self.register_buffer("weight", weight.t().contiguous())  # (C, out): input-major
-        self.register_buffer("dead_bias", (weight * value).t()[:, :, None].contiguous())
+        self.register_buffer("dead_bias", (weight * value).t().contiguous())  # (C, out)
         self.pool = copy.deepcopy(transition.pool)  # stateless; a copy keeps the model untouched
         pool = transition.pool
         # 2×2 average pooling as two adds of strided views: several times faster than avg_pool2d's
@@ -308,7 +341,7 @@ class _TransitionExec(nn.Module):
         # The 1×1 conv as a GEMM (oneDNN's conv is slower at batch 1), pooled after it as in the model.
         if live is not None and dead is not None:
             weight = weight.index_select(0, live)
-            h = torch.addmm(self.dead_bias.index_select(0, dead).sum(0), weight.t(), h)
+            h = torch.addmm(self.dead_bias.index_select(0, dead).sum(0)[:, None], weight.t(), h)
         else:
             h = torch.mm(weight.t(), h)
         macs = weight.numel() * height * width
@@ -317,6 +350,16 @@ class _TransitionExec(nn.Module):
             rows = (rows[:, :, :width] + rows[:, :, width:]).view(h.shape[0], height // 2, width // 2, 2)
             return (rows[:, :, :, 0] + rows[:, :, :, 1]).mul_(0.25), macs
         return self.pool(h.view(1, -1, height, width))[0], macs
+
+
+class _NativeTransitionExec(_TransitionExec):
+    """The same transition as one fused call (``torch.ops.acs.transition``, see :mod:`acs.deploy.native`),
+    2×2 average pooling included."""
+
+    def forward(self, x: Tensor, height: int, width: int, alive: Optional[Tensor]) -> Tuple[Tensor, int]:
+        pool = self.pair_pool and height % 2 == 0 and width % 2 == 0
+        out, macs = torch.ops.acs.transition(x, height, width, alive, self.bn, self.weight, self.dead_bias, pool)
+        return (out if pool else self.pool(out.view(1, -1, height, width))[0]), macs
 
 
 class _HeadExec(nn.Module):
@@ -350,7 +393,9 @@ class _BlockExec(nn.Module):
         super().__init__()
         layer_exec = _NativeDenseLayerExec if native else _DenseLayerExec
         self.layers = nn.ModuleList(layer_exec(layer, gated) for layer in layers)
-        self.transition = _TransitionExec(transition) if transition is not None else None
+        self.gated = gated  # whether a channel may have been skipped (else the liveness is not read)
+        transition_exec = _NativeTransitionExec if native else _TransitionExec
+        self.transition = transition_exec(transition) if transition is not None else None
         last = self.layers[-1]
         self.channels = last.in_channels + last.growth
         reads = {layer.gate.reads for layer in self.layers if layer.gate is not None}
@@ -372,26 +417,28 @@ class _BlockExec(nn.Module):
             value = summarize_sample(x, self.reads, height, width)
             summary = x.new_empty((self.channels, value[0].numel()))
             summary[:n].view(value.shape).copy_(value)
-        alive: Optional[Tensor] = None
+        alive = torch.ones(self.channels, dtype=torch.bool, device=x.device)  # filled in by the layers
         keeps: List[Tensor] = []  # returned, not passed in: TorchScript copies list arguments
         macs = 0
         for layer in self.layers:
-            n, alive, keep, m = layer(feat, summary, n, height, width, alive, plans)
+            n, m = layer(feat, summary, alive, n, height, width, plans)
             macs += m
-            if keep is not None:
-                keeps.append(keep)
+            if layer.gate is not None:
+                keeps.append(alive[layer.in_channels : layer.in_channels + layer.growth])
         x = feat[:n]
+        skipped: Optional[Tensor] = alive if self.gated else None
         if self.transition is not None:
-            x, m = self.transition(x, height, width, alive)
-            height, width, alive, macs = x.shape[1], x.shape[2], None, macs + m
+            x, m = self.transition(x, height, width, skipped)
+            height, width, skipped, macs = x.shape[1], x.shape[2], None, macs + m
             x = x.view(x.shape[0], -1)
-        return x, height, width, alive, macs, keeps
+        return x, height, width, skipped, macs, keeps
 
 
 class DynamicDenseNet(nn.Module):
     """Executor of a (gated or plain) :class:`DenseNet`; see the module docstring. Built by
-    :func:`acs.deploy.to_dynamic`. ``native`` runs each dense layer and ACS gate as one fused call
-    (CPU only; see :mod:`acs.deploy.native`, which raises NativeUnavailable where it cannot build)."""
+    :func:`acs.deploy.to_dynamic`. ``native`` runs each dense layer with its ACS gate, and each
+    transition, as one fused call (CPU only; see :mod:`acs.deploy.native`, which raises
+    NativeUnavailable where it cannot build)."""
 
     def __init__(self, model: DenseNet, native: bool = False) -> None:
         super().__init__()

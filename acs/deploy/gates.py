@@ -97,19 +97,6 @@ class ACSGateExec(nn.Module):
         return keep, None, macs + m + m2 + self.wh.numel()
 
 
-class NativeACSGateExec(ACSGateExec):
-    """The same gate as one fused call (``torch.ops.acs.acs_gate``, see :mod:`acs.deploy.native`)."""
-
-    def forward(
-        self, xs: Tensor, rows: int, cols: int, live: Optional[Tensor], plans: List[Tensor]
-    ) -> Tuple[Tensor, Optional[Tensor], int]:
-        keep, macs = torch.ops.acs.acs_gate(
-            xs, rows, cols, live, self.reduce, self.wa, self.ba, self.mid, self.wb, self.wh, self.bh,
-            self.ka, self.sa, self.pa, self.kb, self.sb, self.pb,
-        )  # fmt: skip
-        return keep, None, macs
-
-
 class DDIGateExec(nn.Module):
     """DDI: the stride-2 1×1 conv with its BN folded in (bias in the GEMM), ReLU, the 3×3 conv as an
     im2col GEMM, pool, linear head, sigmoid > 0.5."""
@@ -193,11 +180,9 @@ class FBSGateExec(nn.Module):
 _EXECUTORS = {ACSGate: ACSGateExec, DDIGate: DDIGateExec, AIGGate: AIGGateExec, FBSGate: FBSGateExec}
 
 
-def gate_executor(gate: Gate, native: bool = False) -> nn.Module:
-    """The executor of one gate. Exact type match: a subclass may decide differently. ``native``
-    fuses the gates that have a native kernel (ACS-GN; the others are a few operations already)."""
-    if native and type(gate) is ACSGate:
-        return NativeACSGateExec(gate)
+def gate_executor(gate: Gate) -> nn.Module:
+    """The executor of one gate. Exact type match: a subclass may decide differently. (The native
+    layer kernel runs ACS-GN itself, from an ACSGateExec's buffers.)"""
     executor = _EXECUTORS.get(type(gate))
     if type(gate) is StaticGate:
         raise NotImplementedError("static gates decide nothing per sample: deploy with acs.deploy.to_thin")
@@ -216,7 +201,6 @@ __all__ = [
     "AIGGateExec",
     "DDIGateExec",
     "FBSGateExec",
-    "NativeACSGateExec",
     "gate_executor",
     "summarize_sample",
 ]

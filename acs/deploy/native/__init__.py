@@ -1,6 +1,6 @@
-"""The DenseNet executor's fused CPU kernels (``executor.cpp``): one call per dense layer
-(``torch.ops.acs.dense_layer``) and per ACS gate (``torch.ops.acs.acs_gate``) instead of a few
-dozen small tensor operations, whose per-call overhead dominates at batch 1.
+"""The DenseNet executor's fused CPU kernels (``executor.cpp``): one call per dense layer, its ACS
+gate included (``torch.ops.acs.dense_layer``), and one per transition (``torch.ops.acs.transition``),
+instead of a few dozen small tensor operations, whose per-call overhead dominates at batch 1.
 
 Compiled on first use with the C++ compiler that :mod:`torch.utils.cpp_extension` finds (about
 15 s), then cached in its build folder (``TORCH_EXTENSIONS_DIR``, by default under
@@ -78,27 +78,32 @@ def available() -> bool:
 
 def _register_flop_formulas() -> None:
     @register_flop_formula(torch.ops.acs.dense_layer, get_raw=True)
-    def dense_layer_flops(feat, summary, n, reads, height, width, live, dead, keep, factor, bn, w1, b1, c1, w2,
-                          table, in_idx, out_val=None, **kwargs) -> int:  # fmt: skip
+    def dense_layer_flops(feat, summary, alive, n, offset, reads, height, width, keep, factor, bn, w1, b1, c1, w2,
+                          table, in_idx, reduce, wa, ba, mid, wb, wh, bh, gate_convs, out_val=None,
+                          **kwargs) -> int:  # fmt: skip
         growth = w2.shape[0] if in_idx is not None else w2.shape[1]
-        kept = growth if keep is None else int(keep.sum())
+        macs = 0
+        if reduce is not None:  # the ACS gate, on the stride-2 map of the n live inputs
+            ka, sa, pa, kb, sb, pb = gate_convs
+            rows, cols = (height + 1) // 2, (width + 1) // 2
+            macs += n * reduce.shape[1] * rows * cols
+            rows, cols = (rows + 2 * pa - ka) // sa + 1, (cols + 2 * pa - ka) // sa + 1
+            macs += wa.numel() * rows * cols
+            rows, cols = (rows + 2 * pb - kb) // sb + 1, (cols + 2 * pb - kb) // sb + 1
+            macs += wb.numel() * rows * cols + wh.numel()
+        kept = int(alive[offset : offset + growth].sum())  # the decision, written by the call
         if kept == 0:
-            return 0
-        pixels, inputs, macs = height * width, n, 0
+            return 2 * macs
+        pixels, inputs = height * width, n
         if w1 is not None:  # the 1×1 bottleneck over the live inputs
             inputs = w1.shape[1]
             macs += n * inputs * pixels
         per_output = in_idx.shape[1] if in_idx is not None else inputs
         return 2 * (macs + kept * 9 * per_output * pixels)
 
-    @register_flop_formula(torch.ops.acs.acs_gate, get_raw=True)
-    def acs_gate_flops(xs, rows, cols, live, reduce, wa, ba, mid, wb, wh, bh, ka, sa, pa, kb, sb, pb,
-                       out_val=None, **kwargs) -> int:  # fmt: skip
-        macs = xs.shape[0] * reduce.shape[1] * rows * cols
-        rows, cols = (rows + 2 * pa - ka) // sa + 1, (cols + 2 * pa - ka) // sa + 1
-        macs += wa.numel() * rows * cols
-        rows, cols = (rows + 2 * pb - kb) // sb + 1, (cols + 2 * pb - kb) // sb + 1
-        return 2 * (macs + wb.numel() * rows * cols + wh.numel())
+    @register_flop_formula(torch.ops.acs.transition, get_raw=True)
+    def transition_flops(x, height, width, alive, bn, weight, dead_bias, pool, out_val=None, **kwargs) -> int:
+        return 2 * x.shape[0] * weight.shape[1] * height * width  # the 1×1 conv over the live inputs
 
 
 __all__ = ["NativeUnavailable", "available", "load"]

@@ -1,12 +1,13 @@
 // Fused per-sample kernels of the DenseNet executor (acs/deploy/dynamic.py), registered as the
-// operators torch.ops.acs.dense_layer and torch.ops.acs.acs_gate.
+// operators torch.ops.acs.dense_layer (one dense layer with its ACS gate) and torch.ops.acs.transition.
 //
 // At batch 1 a gated layer is a few dozen small tensor operations (gathers of the live rows of the
 // weights, BN-ReLU, the dead-channel fold, GEMM, col2im, the summary update), and their per-call
-// overhead costs more than their arithmetic. Here each layer and each ACS gate is one call: the
-// gathers, BN-ReLU, the fold and col2im are plain loops, and only the GEMMs go through ATen (MKL).
-// They execute the same multiply-accumulates as the tensor-operation path; acs/deploy/native/
-// __init__.py registers their FLOP formulas so that torch.utils.flop_counter counts them.
+// overhead costs more than their arithmetic. Here each layer, its ACS gate included, is one call,
+// and so is each transition (torch.ops.acs.transition): the gathers, BN-ReLU, the fold, im2col and
+// col2im are plain loops, and only the GEMMs go to BLAS. They execute the same multiply-accumulates
+// as the tensor-operation path; acs/deploy/native/__init__.py registers their FLOP formulas so
+// that torch.utils.flop_counter counts them.
 #include <ATen/ATen.h>
 #include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
@@ -48,22 +49,24 @@ std::vector<int64_t> indices(const OptTensor& index, int64_t count) {
   return out;
 }
 
-// Positions of the true entries of a bool mask, or 0..count-1 where there is none.
-std::vector<int64_t> true_positions(const OptTensor& mask, int64_t count) {
-  std::vector<int64_t> out;
-  if (!mask.has_value()) return indices(std::nullopt, count);
-  Tensor t = mask->contiguous();
-  TORCH_CHECK(t.scalar_type() == at::kBool, "keep masks must be bool");
-  const bool* p = t.data_ptr<bool>();
-  for (int64_t i = 0; i < t.numel(); ++i)
-    if (p[i]) out.push_back(i);
-  return out;
-}
+// The BLAS that PyTorch links (MKL or OpenBLAS export the Fortran symbol): weak, so that the
+// kernels still load against a PyTorch that exports none, and run through ATen there.
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                       const float* beta, float* c, const int* ldc) __attribute__((weak));
 
 // Row-major c (m × n) = a (m × k) · b (k × n) + beta · c, beta 0 or 1; a_transposed: a is stored
-// as its transpose (k × m). The CPU kernels are called directly (at::cpu), on views of the caller's
-// memory: ATen's dispatch and output allocation per call would cost as much as these small GEMMs.
+// as its transpose (k × m). BLAS is called directly, on the caller's memory: ATen's tensor views,
+// checks and dispatch per call would cost as much as these small GEMMs. (Row-major c is
+// column-major cᵀ = bᵀ · aᵀ.)
 void gemm(int64_t m, int64_t n, int64_t k, const float* a, bool a_transposed, const float* b, float beta, float* c) {
+  if (sgemm_ != nullptr) {
+    const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
+    const int lda = a_transposed ? mi : ki;
+    const float one = 1.0f;
+    sgemm_("N", a_transposed ? "T" : "N", &ni, &mi, &ki, &one, b, &ni, a, &lda, &beta, c, &ni);
+    return;
+  }
   const auto opts = at::TensorOptions().dtype(at::kFloat);
   float* pa = const_cast<float*>(a);  // read only: the views below are inputs
   const Tensor ta = a_transposed ? at::from_blob(pa, {k, m}, opts).t() : at::from_blob(pa, {m, k}, opts);
@@ -148,36 +151,59 @@ void summarize(const float* x, int64_t reads, int64_t height, int64_t width, flo
   out[0] = sum / static_cast<float>(hw);
 }
 
+struct AcsGate;  // the ACS gate's buffers, when the layer runs its gate itself (defined below)
+int64_t acs_gate_keep(const AcsGate& gate, const float* xs, int64_t n, int64_t rows, int64_t cols,
+                      const std::vector<int64_t>& channel, bool* keep);
+
 // One dense layer of one sample, appended in place: reads the n live channels in feat's first
-// rows (channel live[i] in row i; dead = the skipped ones, folded as constants), computes the
-// kept outputs (keep, or all) and writes them to feat[n:] (times factor, if any) and what the
-// gates read of them to summary[n:]. The 3×3 conv is "dense" (w2: inputs × growth × 9, every
-// input feeds every output; table: what a dead input adds per output and kernel position) or,
-// with in_idx, "stacked" (each output with its own group's inputs: in_idx growth × P, w2 growth
-// × 9 × P). An optional bottleneck (w1 inputs × B with BN folded in, b1, c1 the dead inputs'
-// fold) sits before it. Returns (live channels after the layer, MACs executed).
-std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, int64_t n, int64_t reads,
-                                         int64_t height, int64_t width, const OptTensor& live,
-                                         const OptTensor& dead, const OptTensor& keep, const OptTensor& factor,
-                                         const Tensor& bn, const OptTensor& w1, const OptTensor& b1,
-                                         const OptTensor& c1, const Tensor& w2, const OptTensor& table,
-                                         const OptTensor& in_idx) {
+// rows (channel c live where alive[c], for c < offset, the layer's input channels; the skipped
+// ones are folded as constants), decides which outputs it keeps (its ACS gate, when gate is given;
+// else keep, or all), writes that decision to alive[offset:], computes the kept outputs and
+// writes them to feat[n:] (times factor, if any) and what the gates read of them to summary[n:].
+// The 3×3 conv is "dense" (w2: inputs × growth × 9, every input feeds every output; table: what a
+// dead input adds per output and kernel position) or, with in_idx, "stacked" (each output with
+// its own group's inputs: in_idx growth × P, w2 growth × 9 × P). An optional bottleneck (w1
+// inputs × B with BN folded in, b1, c1 the dead inputs' fold) sits before it. Returns (live
+// channels after the layer, MACs executed, the gate's included).
+std::tuple<int64_t, int64_t> dense_layer_impl(Tensor& feat, Tensor& summary, Tensor& alive, int64_t n, int64_t offset,
+                                              int64_t reads, int64_t height, int64_t width, const OptTensor& keep,
+                                              const OptTensor& factor, const Tensor& bn, const OptTensor& w1,
+                                              const OptTensor& b1, const OptTensor& c1, const Tensor& w2,
+                                              const OptTensor& table, const OptTensor& in_idx, const AcsGate* gate) {
   check_float(feat, "feat");
   check_float(bn, "bn");
   check_float(w2, "w2");
   TORCH_CHECK(reads >= kSummaryInput && reads <= kSummaryAbsMean, "unknown gate summary ", reads);
   const int64_t hw = height * width, growth = in_idx.has_value() ? w2.size(0) : w2.size(1);
   TORCH_CHECK(feat.dim() == 2 && feat.size(1) == hw, "feat must be channels × H·W");
-  const std::vector<int64_t> kept = true_positions(keep, growth);
+  TORCH_CHECK(alive.scalar_type() == at::kBool && alive.is_contiguous() && alive.numel() >= offset + growth,
+              "alive must be a contiguous bool mask of the block's channels");
+  bool* liveness = alive.data_ptr<bool>();
+  std::vector<int64_t> channel, skipped;
+  channel.reserve(offset);
+  for (int64_t c = 0; c < offset; ++c) (liveness[c] ? channel : skipped).push_back(c);
+  TORCH_CHECK(static_cast<int64_t>(channel.size()) == n, "alive marks ", channel.size(), " live channels, feat holds ", n);
+  int64_t macs = 0;
+  bool* decision = liveness + offset;
+  if (gate != nullptr) {
+    TORCH_CHECK(reads == kSummarySubsampled, "the ACS gate reads the subsampled summary");
+    check_float(summary, "summary");
+    macs += acs_gate_keep(*gate, summary.data_ptr<float>(), n, (height + 1) / 2, (width + 1) / 2, channel, decision);
+  } else if (keep.has_value()) {
+    Tensor mask = keep->contiguous();
+    TORCH_CHECK(mask.scalar_type() == at::kBool && mask.numel() == growth, "keep must be a bool mask of the outputs");
+    std::memcpy(decision, mask.data_ptr<bool>(), growth * sizeof(bool));
+  } else {
+    std::fill(decision, decision + growth, true);
+  }
+  std::vector<int64_t> kept;
+  for (int64_t o = 0; o < growth; ++o)
+    if (decision[o]) kept.push_back(o);
   const int64_t k = static_cast<int64_t>(kept.size());
   TORCH_CHECK(n + k <= feat.size(0), "feat has no room for the layer's outputs");
-  if (k == 0) return {n, 0};
-  const std::vector<int64_t> channel = indices(live, n);
-  TORCH_CHECK(static_cast<int64_t>(channel.size()) == n, "live lists ", channel.size(), " channels, feat holds ", n);
-  const std::vector<int64_t> skipped = dead.has_value() ? indices(dead, 0) : std::vector<int64_t>();
+  if (k == 0) return {n, macs};
   for (const OptTensor* t : {&w1, &b1, &c1, &table, &factor})
     if (t->has_value()) check_float(**t, "layer buffers");
-  int64_t macs = 0;
 
   float* h = scratch(0, n * hw);
   bn_relu(feat.data_ptr<float>(), n, hw, bn.data_ptr<float>(), bn.data_ptr<float>() + bn.size(1), channel, h);
@@ -262,7 +288,6 @@ ACS_VECTOR_CLONES void im2col(const float* src, int64_t channels, int64_t height
                               int64_t kernel, int64_t stride, int64_t padding, const OptTensor& order, float* dst) {
   const int64_t out_h = (height + 2 * padding - kernel) / stride + 1;
   const int64_t out_w = (width + 2 * padding - kernel) / stride + 1;
-  std::fill(dst, dst + channels * kernel * kernel * out_h * out_w, 0.0f);
   const std::vector<int64_t> source = indices(order, channels);
   // Per kernel column, the output columns [first, end) whose input column ox·stride − padding + kj
   // lies inside the image (computed once: integer division costs more than these tiny copies).
@@ -272,17 +297,23 @@ ACS_VECTOR_CLONES void im2col(const float* src, int64_t channels, int64_t height
     first[kj] = std::max<int64_t>(0, (padding - kj + stride - 1) / stride);
     end[kj] = last < 0 ? 0 : std::min(out_w, last / stride + 1);
   }
+  // Each output row written once: zeros outside the image, the copy inside (no zero-fill pass first).
   for (int64_t c = 0; c < channels; ++c) {
     const float* plane = src + source[c] * height * width;
     for (int64_t ki = 0; ki < kernel; ++ki)
       for (int64_t kj = 0; kj < kernel; ++kj) {
         float* row = dst + ((c * kernel + ki) * kernel + kj) * out_h * out_w;
-        const int64_t x0 = first[kj], x1 = end[kj];
+        const int64_t x0 = first[kj], x1 = std::max(end[kj], x0);
         for (int64_t oy = 0; oy < out_h; ++oy) {
           const int64_t y = oy * stride - padding + ki;
-          if (y < 0 || y >= height || x1 <= x0) continue;
-          const float* in = plane + y * width - padding + kj;
           float* out = row + oy * out_w;
+          if (y < 0 || y >= height) {
+            std::fill(out, out + out_w, 0.0f);
+            continue;
+          }
+          std::fill(out, out + x0, 0.0f);
+          std::fill(out + x1, out + out_w, 0.0f);
+          const float* in = plane + y * width - padding + kj;
           if (stride == 1)
             std::memcpy(out + x0, in + x0, (x1 - x0) * sizeof(float));
           else
@@ -292,23 +323,28 @@ ACS_VECTOR_CLONES void im2col(const float* src, int64_t channels, int64_t height
   }
 }
 
-// The ACS gate of one sample (acs.deploy.gates.ACSGateExec, whose buffers these are): 1×1 reduce
-// of the live summary rows xs (n × rows·cols), grouped 3×3 conv_a (BN folded in) and ReLU, the
-// permutation mid between the groupings, grouped 3×3 conv_b, global pool, linear head; keep where
-// sigmoid > 0.5. Returns (bool keep-mask, MACs executed).
-std::tuple<Tensor, int64_t> acs_gate(const Tensor& xs, int64_t rows, int64_t cols, const OptTensor& live,
-                                     const Tensor& reduce, const Tensor& wa, const Tensor& ba, const OptTensor& mid,
-                                     const Tensor& wb, const Tensor& wh, const Tensor& bh, int64_t ka, int64_t sa,
-                                     int64_t pa, int64_t kb, int64_t sb, int64_t pb) {
-  for (const Tensor* t : {&reduce, &wa, &ba, &wb, &wh, &bh}) check_float(*t, "gate buffers");
-  Tensor x = xs.contiguous();
-  const int64_t n = x.size(0), width = reduce.size(1), outputs = wh.size(0);
-  const std::vector<int64_t> channel = indices(live, n);
+// The buffers of one ACS gate (acs.deploy.gates.ACSGateExec): 1×1 reduce (input-major), grouped
+// 3×3 conv_a with BN folded in (wa, ba), the permutation mid between the groupings, grouped 3×3
+// conv_b, linear head (wh, bh); (kernel, stride, padding) of conv_a and conv_b.
+struct AcsGate {
+  Tensor reduce, wa, ba, wb, wh, bh;
+  OptTensor mid;
+  int64_t ka, sa, pa, kb, sb, pb;
+};
+
+// The ACS gate of one sample: 1×1 reduce of the live summary rows xs (n × rows·cols, channel[i]
+// in row i), conv_a and ReLU, conv_b, global pool, head; keep where sigmoid > 0.5, written to
+// keep. Returns the MACs executed.
+int64_t acs_gate_keep(const AcsGate& gate, const float* xs, int64_t n, int64_t rows, int64_t cols,
+                      const std::vector<int64_t>& channel, bool* keep) {
+  const Tensor &reduce = gate.reduce, &wa = gate.wa, &ba = gate.ba, &wb = gate.wb, &wh = gate.wh, &bh = gate.bh;
+  const int64_t ka = gate.ka, sa = gate.sa, pa = gate.pa, kb = gate.kb, sb = gate.sb, pb = gate.pb;
+  const int64_t width = reduce.size(1), outputs = wh.size(0);
   float* w = scratch(0, n * width);
   for (int64_t i = 0; i < n; ++i)
     std::memcpy(w + i * width, reduce.data_ptr<float>() + channel[i] * width, width * sizeof(float));
   float* h = scratch(1, width * rows * cols);
-  gemm(width, rows * cols, n, w, true, x.data_ptr<float>(), 0.0f, h);
+  gemm(width, rows * cols, n, w, true, xs, 0.0f, h);
   int64_t macs = n * width * rows * cols;
   // conv_a (BN folded in: its bias) and ReLU
   const int64_t ha = (rows + 2 * pa - ka) / sa + 1, wa_ = (cols + 2 * pa - ka) / sa + 1;
@@ -326,7 +362,7 @@ std::tuple<Tensor, int64_t> acs_gate(const Tensor& xs, int64_t rows, int64_t col
   const int64_t hb = (ha + 2 * pb - kb) / sb + 1, wb_ = (wa_ + 2 * pb - kb) / sb + 1;
   const int64_t groups_b = wb.size(0), per_b = wb.size(1), taps_b = wb.size(2);
   patches = scratch(4, width * kb * kb * hb * wb_);
-  im2col(a, width, ha, wa_, groups_b, kb, sb, pb, mid, patches);
+  im2col(a, width, ha, wa_, groups_b, kb, sb, pb, gate.mid, patches);
   float* hp = scratch(5, width * hb * wb_);
   for (int64_t g = 0; g < groups_b; ++g)
     gemm(per_b, hb * wb_, taps_b, wb.data_ptr<float>() + g * per_b * taps_b, false, patches + g * taps_b * hb * wb_,
@@ -338,29 +374,102 @@ std::tuple<Tensor, int64_t> acs_gate(const Tensor& xs, int64_t rows, int64_t col
     for (int64_t p = 0; p < hb * wb_; ++p) pooled[c] += hp[c * hb * wb_ + p];
     pooled[c] /= static_cast<float>(hb * wb_);
   }
-  Tensor keep = at::empty({outputs}, x.options().dtype(at::kBool));
   const float* head = wh.data_ptr<float>();
   for (int64_t j = 0; j < outputs; ++j) {
     float z = bh.data_ptr<float>()[j];
     for (int64_t c = 0; c < width; ++c) z += head[j * width + c] * pooled[c];
-    keep.data_ptr<bool>()[j] = 1.0f / (1.0f + std::exp(-z)) > 0.5f;  // the model's sigmoid > 0.5, not z > 0
+    keep[j] = 1.0f / (1.0f + std::exp(-z)) > 0.5f;  // the model's sigmoid > 0.5, not z > 0
   }
-  return {keep, macs};
+  return macs;
+}
+
+// The registered operator: dense_layer_impl, its ACS gate given as (reduce, wa, ba, mid, wb, wh,
+// bh) and gate_convs (ka, sa, pa, kb, sb, pb), or without gate (reduce None).
+std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, Tensor alive, int64_t n, int64_t offset,
+                                         int64_t reads, int64_t height, int64_t width, const OptTensor& keep,
+                                         const OptTensor& factor, const Tensor& bn, const OptTensor& w1,
+                                         const OptTensor& b1, const OptTensor& c1, const Tensor& w2,
+                                         const OptTensor& table, const OptTensor& in_idx, const OptTensor& reduce,
+                                         const OptTensor& wa, const OptTensor& ba, const OptTensor& mid,
+                                         const OptTensor& wb, const OptTensor& wh, const OptTensor& bh,
+                                         at::IntArrayRef gate_convs) {
+  if (!reduce.has_value())
+    return dense_layer_impl(feat, summary, alive, n, offset, reads, height, width, keep, factor, bn, w1, b1, c1, w2,
+                            table, in_idx, nullptr);
+  TORCH_CHECK(wa.has_value() && ba.has_value() && wb.has_value() && wh.has_value() && bh.has_value() &&
+                  gate_convs.size() == 6,
+              "an ACS gate needs reduce, wa, ba, wb, wh, bh and the geometry of its two convs");
+  const AcsGate gate{*reduce, *wa, *ba, *wb, *wh, *bh, mid, gate_convs[0], gate_convs[1], gate_convs[2],
+                     gate_convs[3], gate_convs[4], gate_convs[5]};
+  for (const Tensor* t : {&gate.reduce, &gate.wa, &gate.ba, &gate.wb, &gate.wh, &gate.bh}) check_float(*t, "gate buffers");
+  return dense_layer_impl(feat, summary, alive, n, offset, reads, height, width, keep, factor, bn, w1, b1, c1, w2,
+                          table, in_idx, &gate);
+}
+
+// A transition of one sample: BN-ReLU of the n live channels x (n × H·W; channel c live where
+// alive[c], all without alive), the 1×1 conv as one GEMM over their weight rows (weight: channels ×
+// outputs, input-major) with the dead channels' constant added as a bias (dead_bias: channels ×
+// outputs), then, with pool, 2×2 average pooling (even H and W). Returns (outputs × H'·W', MACs).
+std::tuple<Tensor, int64_t> transition(const Tensor& x, int64_t height, int64_t width, const OptTensor& alive,
+                                       const Tensor& bn, const Tensor& weight, const Tensor& dead_bias, bool pool) {
+  for (const Tensor* t : {&x, &bn, &weight, &dead_bias}) check_float(*t, "transition operands");
+  const int64_t channels = weight.size(0), outputs = weight.size(1), hw = height * width, n = x.size(0);
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == hw, "x must be channels × H·W");
+  TORCH_CHECK(!pool || (height % 2 == 0 && width % 2 == 0), "2×2 pooling needs even H and W");
+  std::vector<int64_t> channel, skipped;
+  if (alive.has_value()) {
+    TORCH_CHECK(alive->scalar_type() == at::kBool && alive->is_contiguous() && alive->numel() == channels,
+                "alive must be a contiguous bool mask of the transition's inputs");
+    const bool* liveness = alive->data_ptr<bool>();
+    for (int64_t c = 0; c < channels; ++c) (liveness[c] ? channel : skipped).push_back(c);
+  } else {
+    channel = indices(std::nullopt, channels);
+  }
+  TORCH_CHECK(static_cast<int64_t>(channel.size()) == n, "alive marks ", channel.size(), " live channels, x holds ", n);
+  float* h = scratch(0, n * hw);
+  bn_relu(x.data_ptr<float>(), n, hw, bn.data_ptr<float>(), bn.data_ptr<float>() + bn.size(1), channel, h);
+  const float* w = weight.data_ptr<float>();
+  float* rows = scratch(2, n * outputs);
+  for (int64_t i = 0; i < n; ++i) std::memcpy(rows + i * outputs, w + channel[i] * outputs, outputs * sizeof(float));
+  std::vector<float> bias(outputs, 0.0f);
+  const float* folds = dead_bias.data_ptr<float>();
+  for (int64_t d : skipped)
+    for (int64_t o = 0; o < outputs; ++o) bias[o] += folds[d * outputs + o];
+  float* conv = scratch(1, outputs * hw);
+  for (int64_t o = 0; o < outputs; ++o) std::fill(conv + o * hw, conv + (o + 1) * hw, bias[o]);
+  gemm(outputs, hw, n, rows, true, h, 1.0f, conv);
+  const int64_t out_h = pool ? height / 2 : height, out_w = pool ? width / 2 : width;
+  Tensor out = at::empty({outputs, out_h, out_w}, x.options());
+  float* dst = out.data_ptr<float>();
+  if (!pool) {
+    std::memcpy(dst, conv, outputs * hw * sizeof(float));
+  } else {
+    for (int64_t o = 0; o < outputs; ++o)
+      for (int64_t y = 0; y < out_h; ++y) {
+        const float* top = conv + o * hw + 2 * y * width;
+        const float* bottom = top + width;
+        float* row = dst + (o * out_h + y) * out_w;
+        for (int64_t j = 0; j < out_w; ++j)
+          row[j] = ((top[2 * j] + bottom[2 * j]) + (top[2 * j + 1] + bottom[2 * j + 1])) * 0.25f;
+      }
+  }
+  return {out, n * outputs * hw};
 }
 
 }  // namespace
 
 TORCH_LIBRARY(acs, m) {
   m.def(
-      "dense_layer(Tensor(a!) feat, Tensor(b!) summary, int n, int reads, int height, int width, "
-      "Tensor? live, Tensor? dead, Tensor? keep, Tensor? factor, Tensor bn, Tensor? w1, Tensor? b1, "
-      "Tensor? c1, Tensor w2, Tensor? table, Tensor? in_idx) -> (int, int)");
+      "dense_layer(Tensor(a!) feat, Tensor(b!) summary, Tensor(c!) alive, int n, int offset, int reads, int height, "
+      "int width, Tensor? keep, Tensor? factor, Tensor bn, Tensor? w1, Tensor? b1, Tensor? c1, Tensor w2, "
+      "Tensor? table, Tensor? in_idx, Tensor? reduce, Tensor? wa, Tensor? ba, Tensor? mid, Tensor? wb, Tensor? wh, "
+      "Tensor? bh, int[] gate_convs) -> (int, int)");
   m.def(
-      "acs_gate(Tensor xs, int rows, int cols, Tensor? live, Tensor reduce, Tensor wa, Tensor ba, Tensor? mid, "
-      "Tensor wb, Tensor wh, Tensor bh, int ka, int sa, int pa, int kb, int sb, int pb) -> (Tensor, int)");
+      "transition(Tensor x, int height, int width, Tensor? alive, Tensor bn, Tensor weight, Tensor dead_bias, "
+      "bool pool) -> (Tensor, int)");
 }
 
 TORCH_LIBRARY_IMPL(acs, CPU, m) {
   m.impl("dense_layer", &dense_layer);
-  m.impl("acs_gate", &acs_gate);
+  m.impl("transition", &transition);
 }
