@@ -238,3 +238,24 @@ def test_kronecker_masks_are_the_kronecker_product(out_ch, in_ch, sort, backward
     (masks * upstream).sum().backward()
     for conv, grad in zip(convs, expected_grads):
         assert torch.allclose(conv.gates.grad, grad, rtol=1e-5, atol=1e-5)
+
+
+def test_fbs_scale_free_backward_is_autograds():
+    """FBS's normalisation by the largest pooled magnitude, with its backward written out, against
+    autograd's chain: ties at the maximum (sharing its gradient) and an all-zero sample included."""
+    from acs.gates.designs import _ScaleFree, scale_free
+
+    pooled = torch.rand(5, 7, dtype=torch.float64)
+    pooled[1, [2, 5]] = pooled[1].max() + 1  # two channels tie at the maximum
+    pooled[2] = 0  # below the floor: the maximum gets no gradient
+    pooled[3, 4] = pooled[3].max() + 1
+    upstream = torch.randn(5, 7, dtype=torch.float64)
+    grads = []
+    for fn in (scale_free, _ScaleFree.apply):
+        p = pooled.clone().requires_grad_()
+        out = fn(p)
+        (out * upstream).sum().backward()
+        grads.append((out.detach(), p.grad))
+    (out_ref, grad_ref), (out_new, grad_new) = grads
+    assert torch.equal(out_new, out_ref)
+    torch.testing.assert_close(grad_new, grad_ref, rtol=1e-12, atol=1e-12)
