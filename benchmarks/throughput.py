@@ -4,8 +4,10 @@
     python benchmarks/throughput.py --device cuda --precision bf16 --channels-last [--compile]
 
 Both variants run the same training step (forward, loss, backward, SGD step) and the same
-inference on CIFAR-shaped random input; the last line is the gated/ungated ratio, where 1.0
-means the gates cost nothing in throughput. Results are also written as JSON (``--out``).
+inference on CIFAR-shaped random input; the ratio lines give gated/ungated, where 1.0 means the
+gates cost nothing in throughput. ``--compile`` times each variant also under ``torch.compile``,
+beside its eager self, and adds the compiled gated/ungated and compiled/eager ratios (the warm-up
+steps compile: keep ``--warmup`` at least 1). Results are also written as JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from acs.files import write_json
 from acs.models import create_model
-from acs.training.benchmark import measure
+from acs.training.benchmark import COMPILED, compile_ratios, measure, ratio_lines, ratios, with_compiled
 from acs.training.builders import seed_everything
 from acs.training.engine import StepContext
 
@@ -31,7 +33,7 @@ def _parse(argv):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast on CUDA")
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--compile", action="store_true", help="also time each model under torch.compile")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--input", default="3,32,32", help="C,H,W")
     parser.add_argument("--warmup", type=int, default=3)
@@ -50,9 +52,12 @@ def run(args) -> dict:
         model = create_model(args.model, num_classes=10, in_channels=input_size[0], gate=gate).to(device)
         if args.channels_last:
             model.to(memory_format=torch.channels_last)
-        models[label] = torch.compile(model) if args.compile else model
+        models[label] = model
+    if args.compile:
+        models = with_compiled(models)
     rows = measure(models, input_size, args.batch, ctx, args.warmup, args.steps)
     keys = ("train_images_per_s", "eval_images_per_s")
+    gated = ratios(rows, {"gated": "ungated", f"gated{COMPILED}": f"ungated{COMPILED}"}, keys)
     return {
         "model": args.model,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -62,7 +67,8 @@ def run(args) -> dict:
         "compile": args.compile,
         "batch": args.batch,
         "results": rows,
-        "gated_over_ungated": {k: rows["gated"][k] / rows["ungated"][k] for k in keys},
+        "gated_over_ungated": gated["gated/ungated"],
+        "ratios": {**gated, **compile_ratios(rows, keys)},
     }
 
 
@@ -70,13 +76,14 @@ def main(argv=None) -> int:
     args = _parse(argv)
     result = run(args)
     print(f"{args.model} on {result['device']}, batch {args.batch}, {args.precision}")
-    print(f"{'':10s} {'train img/s':>12s} {'eval img/s':>12s} {'MMACs/img':>10s}")
+    width = max(len(name) for name in [*result["results"], *result["ratios"]])
+    print(f"{'':{width}s} {'train img/s':>12s} {'eval img/s':>12s} {'MMACs/img':>10s}")
     for label, row in result["results"].items():
         print(
-            f"{label:10s} {row['train_images_per_s']:12.1f} {row['eval_images_per_s']:12.1f} {row['macs'] / 1e6:10.1f}"
+            f"{label:{width}s} {row['train_images_per_s']:12.1f} {row['eval_images_per_s']:12.1f}"
+            f" {row['macs'] / 1e6:10.1f}"
         )
-    ratio = result["gated_over_ungated"]
-    print(f"{'ratio':10s} {ratio['train_images_per_s']:12.3f} {ratio['eval_images_per_s']:12.3f}")
+    print("\n".join(ratio_lines(result["ratios"], ("train_images_per_s", "eval_images_per_s"), width)))
     if args.out:
         write_json(args.out, result)
     return 0

@@ -198,6 +198,10 @@ _TABLES: Dict[Tuple, Tensor] = {}
 def _table(values: Tuple, shape: Tuple[int, ...], device: Union[torch.device, str, None]) -> Tensor:
     """``torch.tensor(values)`` as float64 of ``shape`` on ``device``, made once per structure: a
     tensor made from host data is a copy to the device at every step otherwise."""
+    if torch.compiler.is_compiling():
+        # A constant of the compiled graph: the cache would be a guard on a global dict, whose first
+        # filling would recompile the step.
+        return torch.tensor(values, dtype=MACS_DTYPE, device=device).view(shape)
     key = (values, shape, str(device))
     table = _TABLES.get(key)
     if table is None:

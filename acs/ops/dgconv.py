@@ -93,7 +93,9 @@ class _KroneckerMasks(torch.autograd.Function):
 def kronecker_masks(gates: Tensor, out_channels: int, in_channels: int, dtype: torch.dtype) -> Tensor:
     """The connectivity ``U`` (P × out × in) of DGConvs with gates ``gates`` (P × K, real values
     binarised at 0, straight-through), differentiable in ``gates``."""
-    differ, weights = _bit_tables(out_channels, in_channels, gates.shape[-1], gates.device)
+    # Compiled, the tables are constants of the graph: dynamo does not trace through a cache.
+    tables = _bit_tables.__wrapped__ if torch.compiler.is_compiling() else _bit_tables
+    differ, weights = tables(out_channels, in_channels, gates.shape[-1], gates.device)
     return _KroneckerMasks.apply(gates, differ, weights, dtype)
 
 
