@@ -250,7 +250,10 @@ def plot_pareto(
         ax.text(0.5, 0.5, "no completed job to plot", ha="center", va="center", transform=ax.transAxes)
         return fig
     # Below the axes, in columns: as wide as the figure, it leaves the axes their width and the title its room.
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize=8,
+    # Long arm names (a warm start's checkpoint, several options) get fewer columns, so none runs off the figure.
+    longest = max(len(h.get_label()) for h in handles)
+    columns = 3 if longest <= 45 else 2 if longest <= 75 else 1
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(columns, len(handles)), fontsize=8,
                title="arm: mean ± std over seeds", title_fontsize=8)  # fmt: skip
     # Front points are labelled first: they are the ones a reader looks up.
     order = sorted(points, key=lambda p: (p.x, p.y) not in on_front)
