@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from helpers import QUIET, REPO, TINY, run_py
 
 from acs.training.checkpoint import load_checkpoint
@@ -51,6 +52,7 @@ def test_killed_run_resumes(tmp_path):
     assert epochs == [1, 2, 3, 4]
 
 
+@pytest.mark.slow  # test_wandb reads the same offline files in the default run
 def test_wandb_offline_files_live_in_the_run_folder(tmp_path):
     with_wandb = tmp_path / "wandb_run"
     result = run_py(

@@ -201,6 +201,7 @@ def test_training_with_the_data_on_the_device(tmp_path, tiny_overrides):
     assert record["train/loss"] > 0 and 0 <= record["test/acc1"] <= 100
 
 
+@pytest.mark.slow  # torchrun; the two-rank batches are checked without it in the default run
 def test_two_processes_on_the_device_train_like_one_per_sample_process(tmp_path, tiny_overrides):
     # Same global batches (the synthetic set has no augmentation) and BatchNorm over the global batch.
     one = [*tiny_overrides, "trainer.max_epochs=1", "trainer.sync_bn=true", "dataset.on_device=false"]

@@ -137,6 +137,7 @@ def test_parameter_count_differs_by_dense_conv2_and_gates():
     assert count(model) - count(reference) == expected
 
 
+@pytest.mark.slow  # builds the ImageNet-size ResNeXt-101; the smaller ones are checked in the default run
 def test_resnext101_and_cifar_shapes():
     model = acs.create_model("g_resnext101")
     assert model.fc.out_features == 1000
