@@ -257,7 +257,7 @@ def write_report(
     markdown = render_markdown(jobs, columns, rows, folders, metric, paths[2].name, seed_rows, matched)
     keep_png = write_keep_profiles(jobs, out, title)
     if keep_png is not None:
-        markdown += f"\n![final keep rate per gated layer, one line per job]({keep_png.name})\n"
+        markdown += f"\n![final keep rate per gated layer of each gated job]({keep_png.name})\n"
     texts = render_csv(columns, rows), markdown
     atomic_write(paths[0], lambda file: file.write(texts[0].encode()))
     atomic_write(paths[1], lambda file: file.write(texts[1].encode()))
