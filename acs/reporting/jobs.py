@@ -105,7 +105,8 @@ def parse_override(text: str) -> tuple:
     return key.lstrip("+"), value
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
+    """A YAML file's contents; None where it is missing or unreadable (a job's files may be damaged)."""
     try:
         return yaml.safe_load(path.read_text()) if path.is_file() else None
     except (OSError, yaml.YAMLError):
@@ -124,7 +125,7 @@ def load_job(path: Path, name: str) -> JobResult:
             job.status = str(summary.get("status", "failed"))
         except (OSError, ValueError) as error:
             summary, job.status, job.error = {}, "failed", f"summary.json unreadable: {error}"
-    listed = _read_yaml(path / ".hydra" / "overrides.yaml")
+    listed = read_yaml(path / ".hydra" / "overrides.yaml")
     if not isinstance(listed, list):
         listed = summary.get("overrides")
     job.overrides_known = isinstance(listed, list)
@@ -132,7 +133,7 @@ def load_job(path: Path, name: str) -> JobResult:
     job.mode = summary.get("mode")
     job.model, job.gate, job.dataset = (summary.get(k) for k in FIXED_COLUMNS)
     if None in (job.model, job.gate, job.dataset):  # failed early or never started: the composed config knows
-        config = _read_yaml(path / ".hydra" / "config.yaml")
+        config = read_yaml(path / ".hydra" / "config.yaml")
         for key in FIXED_COLUMNS:
             group = config.get(key) if isinstance(config, dict) else None
             if getattr(job, key) is None and isinstance(group, dict) and group.get("name") is not None:
@@ -210,7 +211,7 @@ def _canonical(value: str) -> Any:
 
 def reproduce_command(sweep_dir: Path) -> Optional[str]:
     """The ``python run.py -m ...`` line that ran a sweep, from its multirun.yaml; None when unreadable."""
-    config = _read_yaml(Path(sweep_dir) / "multirun.yaml")
+    config = read_yaml(Path(sweep_dir) / "multirun.yaml")
     try:
         overrides = config["hydra"]["overrides"]
         task, extra = list(overrides.get("task") or []), list(overrides.get("hydra") or [])

@@ -7,10 +7,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-import yaml
-
 from acs.files import read_jsonl
-from acs.reporting.jobs import parse_override
+from acs.reporting.jobs import parse_override, read_yaml
 from acs.reporting.keep_rates import KEEP_RATES_PNG, SPLIT, keep_history, layer_rates
 from acs.reporting.pareto import short_label
 from acs.reporting.run_logger import RunLogger, create_logger
@@ -42,10 +40,10 @@ def swept_keys(run_dir: Path) -> List[str]:
 
     keys: List[str] = []
     for path in (run_dir.parent / "multirun.yaml", run_dir / ".hydra" / "hydra.yaml"):
-        try:
-            hydra = (yaml.safe_load(path.read_text()) or {}).get("hydra") or {}
-        except (OSError, yaml.YAMLError, AttributeError):
+        config = read_yaml(path)
+        if not isinstance(config, dict):
             continue
+        hydra = config.get("hydra") or {}
         task = ((hydra.get("overrides") or {}).get("task") or []) if path.name == "multirun.yaml" else []
         try:
             parsed = OverridesParser.create().parse_overrides([str(o) for o in task])
