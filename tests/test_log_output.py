@@ -8,7 +8,7 @@ import sys
 from helpers import CONF, TINY, compose_config, run_py
 
 from acs.training.app import execute
-from acs.training.callbacks import _sweep_size
+from acs.training.callbacks import _Labelled, _sweep_size
 
 BAR_FRAME = re.compile(r"\d+/\d+ \[|it/s|s/it")  # what tqdm writes on every redraw
 
@@ -53,6 +53,15 @@ def test_parallel_sweep_labels_every_line_and_counts_jobs_done(tmp_path):
     assert progress[0] in ("sweep: 1/2 jobs done, 1 failed", "sweep: 1/2 jobs done, 0 failed", progress[-1])
     assert not [line for line in lines if BAR_FRAME.search(line)]
     assert "[job" not in (tmp_path / "0" / "run.log").read_text()  # the job's own log needs no label
+
+
+def test_the_label_goes_before_each_line_however_it_is_written(capsys):
+    stream = _Labelled(sys.stdout, "[job 3]")
+    for piece in ("wandb: Run data", " is saved\nwandb: sync", "\n", "\n", "10%\r20%\r\n"):
+        stream.write(piece)  # as print(), click.echo and a bar write: in pieces, or several lines at once
+    assert capsys.readouterr().out == (
+        "[job 3]wandb: Run data is saved\n[job 3]wandb: sync\n[job 3]\n[job 3]10%\r[job 3]20%\r\n"
+    )
 
 
 def _multirun_config(*overrides):

@@ -2,6 +2,7 @@
 ``.wandb`` file, decoded with W&B's own protobuf classes): a real miniature sweep with checkpoint
 artifacts, an ungated baseline that joins the sweep's group, and an evaluation of the baseline."""
 import json
+import re
 import subprocess
 import sys
 
@@ -31,18 +32,26 @@ OFFLINE = ["trainer.max_epochs=1", "logger=wandb", "logger.wandb.mode=offline"]
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """A two-job gated sweep, an ungated baseline in its group, an evaluation of the baseline."""
+    """A two-job gated sweep (jobs side by side, W&B printing as it does for a user), an ungated
+    baseline in its group, an evaluation of the baseline; and the sweep's console output."""
     root = tmp_path_factory.mktemp("study")
     sweep, baseline, evaluation = root / "multirun" / GROUP, root / "baseline", root / "eval"
     runs = [
         ["-m", *TINY, *OFFLINE, "logger.wandb.log_checkpoints=true", "logger.wandb.tags=[study]",
-         "logger.wandb.notes=first look", "regularizer.beta=0,0.5", f"hydra.sweep.dir={sweep}"],
+         "logger.wandb.notes=first look", "regularizer.beta=0,0.5", "hydra/launcher=parallel",
+         f"hydra.sweep.dir={sweep}"],
         [*TINY, *OFFLINE, "gate=none", f"logger.wandb.group={GROUP}", "logger.wandb.name=baseline",
          f"hydra.run.dir={baseline}"],
     ]  # fmt: skip
+    console = []
     for args in runs:
-        result = run_py(*args)
+        with pytest.MonkeyPatch.context() as mp:
+            if args is runs[0]:  # W&B's console lines and its capture of the jobs' output, as a user has them
+                mp.delitem(QUIET, "WANDB_SILENT")
+                mp.delitem(QUIET, "WANDB_CONSOLE")
+            result = run_py(*args)
         assert result.returncode == 0, result.stderr[-3000:]
+        console.append(result)
     # The evaluation in this process, as run.py would run it: one process start less.
     overrides = ["mode=eval", f"ckpt_path={baseline}/checkpoints/best.pt", "trainer=cpu", "trainer.progress=false"]
     with pytest.MonkeyPatch.context() as mp:
@@ -50,7 +59,7 @@ def study(tmp_path_factory):
             if key.startswith("WANDB_"):
                 mp.setenv(key, value)
         evaluate_checkpoint(compose_config(*overrides, *OFFLINE[1:]), evaluation, overrides)
-    return sweep, baseline, evaluation
+    return sweep, baseline, evaluation, console[0]
 
 
 def _metric_definitions(records) -> dict:
@@ -58,7 +67,7 @@ def _metric_definitions(records) -> dict:
 
 
 def test_sweep_jobs_have_their_group_short_names_tags_and_epoch_axis(study):
-    sweep, _, _ = study
+    sweep, _, _, _ = study
     for job, beta in (("0", "0"), ("1", "0.5")):
         records = finished_wandb_records(sweep / job)
         (run,) = records_of(records, "run")
@@ -83,8 +92,26 @@ def test_sweep_jobs_have_their_group_short_names_tags_and_epoch_axis(study):
         assert (sweep / job / KEEP_RATES_PNG).is_file()
 
 
+HYDRA_LINE = re.compile(r"\[[\d-]+ [\d:,]+\]\[HYDRA\]")  # the sweep's own: its launch list
+
+
+def test_every_line_a_parallel_job_prints_names_the_job_wandbs_too(study):
+    sweep, _, _, console = study
+    out, err = console.stdout.splitlines(), console.stderr.splitlines()
+    err = err[: next(i for i, line in enumerate(err) if line.startswith("sweep report: "))]  # then the sweep's own
+    unlabelled = [line for line in out + err if line.strip() and not re.match(r"\[job [01]\]", line)]
+    assert unlabelled and all(HYDRA_LINE.match(line) for line in unlabelled)
+    for job in "01":
+        wandb_lines = [line for line in err if line.startswith(f"[job {job}]wandb: ")]
+        saved = f"[job {job}]wandb: Run data is saved locally in {sweep / job / 'wandb' / 'offline-run-'}"
+        assert [line for line in wandb_lines if line.startswith(saved)]
+        assert [line for line in wandb_lines if line.startswith(f"[job {job}]wandb: wandb sync {sweep / job}/wandb/")]
+        assert [line for line in out if line.startswith(f"[job {job}][") and "- run      " in line]
+        assert "[job" not in (sweep / job / "run.log").read_text()
+
+
 def test_log_checkpoints_logs_best_pt_as_a_model_artifact_with_the_summary(study):
-    sweep, baseline, _ = study
+    sweep, baseline, _, _ = study
     records = finished_wandb_records(sweep / "0")
     (run,) = records_of(records, "run")
     (model,) = [a for a in records_of(records, "artifact") if a.type == "model"]
@@ -97,7 +124,7 @@ def test_log_checkpoints_logs_best_pt_as_a_model_artifact_with_the_summary(study
 
 
 def test_a_single_run_joins_the_sweeps_group_and_ungated_runs_draw_no_keep_rates(study):
-    sweep, baseline, _ = study
+    sweep, baseline, _, _ = study
     (run,) = records_of(finished_wandb_records(baseline), "run")
     assert (run.run_group, run.display_name) == (GROUP, "baseline")
     assert not (baseline / KEEP_RATES_PNG).exists()
@@ -108,7 +135,7 @@ def test_a_single_run_joins_the_sweeps_group_and_ungated_runs_draw_no_keep_rates
 
 
 def test_an_evaluation_logs_its_results(study):
-    _, baseline, evaluation = study
+    _, baseline, evaluation, _ = study
     records = finished_wandb_records(evaluation)
     (run,) = records_of(records, "run")
     assert run.job_type == "eval"
@@ -118,7 +145,7 @@ def test_an_evaluation_logs_its_results(study):
 
 
 def test_the_documented_sync_command_finds_a_run_and_a_whole_sweep(study):
-    sweep, baseline, _ = study
+    sweep, baseline, _, _ = study
     # As the README says it, from the project root: the sweep's summary run and every job's run.
     for paths, runs in ((f"{sweep}/{{,*/}}wandb", 3), (f"{baseline}/wandb", 1)):
         command = f"{sys.executable} -m wandb sync --dry-run {paths}"

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Iterable, List, Optional, TextIO
 
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -96,11 +96,8 @@ class SweepProgress(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
-        label = f"[job {config.hydra.job.num}]"
-        logging.captureWarnings(True)  # Python's warnings too: logged, they carry the label
-        for handler in logging.getLogger().handlers:  # as Hydra's job_logging set them up for this job
-            if type(handler) is logging.StreamHandler:  # the console: the job's log file needs no label
-                handler.setFormatter(_Labelled(handler.formatter or logging.Formatter(), label))
+        logging.captureWarnings(True)  # Python's warnings too: logged, they carry the label, and reach run.log
+        _label_console(f"[job {config.hydra.job.num}]")
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -108,16 +105,59 @@ class SweepProgress(Callback):
         done, failed = _jobs_done(Path(config.hydra.sweep.dir), Path(config.hydra.runtime.output_dir))
         total = f"/{self._total}" if self._total else ""
         logging.getLogger("acs.sweep").info("sweep: %d%s jobs done, %d failed", done, total, failed)
+        _unlabel_console()
 
 
-class _Labelled(logging.Formatter):
-    def __init__(self, inner: logging.Formatter, label: str) -> None:
-        super().__init__()
-        self.inner, self.label = inner, label
+class _Labelled:
+    """A console stream whose every line starts with ``label``. The label is put on the streams
+    themselves, not on our log format, so that whatever else a job prints is labelled too: W&B's
+    ``wandb: ...`` lines (its SDK writes them to ``sys.stderr`` itself, not through logging), other
+    libraries' prints, a traceback. (Silencing W&B and re-emitting its lines through our logger would
+    hide the warnings it was not told about.) Output written below Python, to the file descriptor
+    (a C library's, a child process's), is not labelled."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        # Every line, a traceback's too: a parallel sweep interleaves them.
-        return "\n".join(f"{self.label}{line}" for line in self.inner.format(record).split("\n"))
+    def __init__(self, stream: TextIO, label: str) -> None:
+        self.stream, self.label = stream, label
+        self._line_start = True  # writes may end mid-line: the label goes before the next line's text
+
+    def write(self, text: str) -> int:
+        out = []
+        for line in text.splitlines(keepends=True):
+            out += [self.label, line] if self._line_start else [line]
+            self._line_start = line.endswith(("\n", "\r"))
+        self.stream.write("".join(out))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding...: the stream's own
+        return getattr(self.stream, name)
+
+
+def _label_console(label: str) -> None:
+    """Labels ``sys.stdout``, ``sys.stderr`` and the log handlers that write to them (Hydra's console
+    handler, set up for the job before this is called and holding the stream it found)."""
+    _unlabel_console()  # a job that never reached its end (the previous one, interrupted) left its own
+    streams = {}
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        streams[id(stream)] = labelled = _Labelled(stream, label)
+        setattr(sys, name, labelled)
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and id(handler.stream) in streams:  # not the job's log file
+            handler.setStream(streams[id(handler.stream)])
+
+
+def _unlabel_console() -> None:
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, _Labelled):
+            setattr(sys, name, stream.stream)
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and isinstance(handler.stream, _Labelled):
+            handler.setStream(handler.stream.stream)
 
 
 def _sweep_size(config: DictConfig) -> Optional[int]:
