@@ -1,6 +1,7 @@
 """Nothing lost, ever: whatever fails, every job leaves its summary.json and the sweep its report; a
 failure the user caused is one line and exit code 2, and what can be checked before a run folder is
-made is checked there. Driven through run.py, as a user meets these failures."""
+made is checked there. Driven through run.py, as a user meets these failures, or in this process
+where a fault is injected into training."""
 
 import json
 import os
@@ -17,6 +18,9 @@ from torchvision import datasets as tvd
 
 from acs.data import DataFileError, DatasetNotFoundError, build_datasets, make_loader
 from acs.data.sources import cifar_files, mnist_files, svhn_files
+from acs.reporting.keep_rates import KEEP_RATES_PNG
+from acs.training import runner
+from acs.training.app import execute
 from acs.training.checkpoint import CheckpointError, save_checkpoint
 from acs.training.config import ConfigError, validate
 
@@ -159,6 +163,26 @@ def test_a_diverged_run_names_its_epoch(tmp_path):
     diverged = r"error: epoch 1: (train loss|gradient norm) became \S+ at step \d+ \(lower .*\)\n"
     assert re.fullmatch(diverged, result.stderr)
     assert _summary(tmp_path)["status"] == "failed"
+
+
+@pytest.mark.parametrize("fault", [RuntimeError("simulated fault"), KeyboardInterrupt()], ids=["raises", "ctrl-c"])
+def test_a_run_stopped_after_an_epoch_still_draws_its_keep_rates(tmp_path, monkeypatch, fault):
+    train_epoch = runner._train_epoch
+
+    def first_epoch_only(run, net, parts, ctx, epoch):
+        if epoch == 1:  # the second: the first is recorded
+            raise fault
+        return train_epoch(run, net, parts, ctx, epoch)
+
+    monkeypatch.setattr(runner, "_train_epoch", first_epoch_only)
+    overrides = [*TINY, "trainer.max_epochs=3"]
+    with pytest.raises(type(fault)) as raised:
+        execute(compose_config(*overrides), str(tmp_path), overrides)
+    assert raised.value is fault  # the run's own error, not one of drawing the figure
+    summary = _summary(tmp_path)
+    assert (summary["status"], summary["final"]["epoch"]) == ("failed", 1)
+    assert (tmp_path / KEEP_RATES_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*.tmp"))  # written whole, through a temporary file
 
 
 def _strace_works() -> bool:

@@ -174,8 +174,19 @@ def train(
             log.info("summary: %s | checkpoints: %s", run.summary_path, run.checkpoints)
     except BaseException as error:
         write_json(run.summary_path, run.summary("failed", error=one_line(error), final=record))
+        _draw_keep_rates_after_failure(run)
         raise
     return summary
+
+
+def _draw_keep_rates_after_failure(run: Run) -> None:
+    """``keep_rates.png`` of the epochs a failed or interrupted run recorded (none: no file). Nothing
+    here may replace the run's own error, which the caller raises next: a figure that fails is a
+    warning (:func:`write_keep_rates`), a second Ctrl-C while it is drawn stops only the drawing."""
+    try:
+        write_keep_rates(run.run_dir, run.run_name())
+    except BaseException:  # noqa: BLE001 - see above: the run's own error is the one to report
+        pass
 
 
 def _training_parts(run: Run) -> TrainingParts:
