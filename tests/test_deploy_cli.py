@@ -88,6 +88,10 @@ def test_deploy_json_reports_each_form(runs, deployed, name):
     assert report["check"]["flop_counter_samples"] == 2 and report["check"]["flop_counter_macs"] > 0
     assert report["dense_macs"] == summary["dense_macs"] and report["input"] == [3, 8, 8]
     assert training["latency_ms"] > 0 and form["latency_ms"] > 0
+    # Code, packages, host and CPU, as the run's summary.json records them.
+    assert set(report["provenance"]) == set(summary["provenance"])
+    assert report["provenance"]["versions"] == summary["provenance"]["versions"]
+    assert report["provenance"]["device_name"] == summary["provenance"]["device_name"]
     if name == "static":  # most channels dropped at initialisation: the thin model is thinner
         assert form["macs"] < 0.8 * report["dense_macs"]
 

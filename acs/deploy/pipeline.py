@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import platform
 import secrets
 import shutil
 import statistics
@@ -39,6 +38,7 @@ from acs.gates import Gate, StaticGate
 from acs.messages import one_line
 from acs.models.densenet import DenseNet
 from acs.models.resnext import GResNeXt
+from acs.provenance import collect as collect_provenance
 from acs.timing import time_interleaved
 from acs.training.checkpoint import TrainedModel, load_trained_model
 
@@ -313,8 +313,9 @@ def _write(
             "runs": runs,
             "warmup": warmup,
             "threads": torch.get_num_threads(),
-            "machine": f"{platform.machine()}, torch {torch.__version__}",
         },
+        # The code, packages, host and CPU, as a run's summary.json records them.
+        "provenance": collect_provenance(torch.device("cpu")),
         "outputs": "forward(x: N×C×H×W) -> (logits N×classes, macs N float64)",
         "forms": forms,
     }
