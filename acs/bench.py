@@ -13,7 +13,6 @@ python -m acs.bench --model g_resnext29_2x64d --groups 8      # G-ResNeXt masked
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from acs.files import write_json
 from acs.models import create_model
 from acs.models.densenet import DenseNet
 from acs.models.resnext import GResNeXt
+from acs.provenance import collect as collect_provenance
 from acs.training.checkpoint import CheckpointError, load_trained_model
 
 
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
         "batch": args.batch if isinstance(model, DenseNet) else 1,
         "distinct_masks": masks,
         "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "provenance": collect_provenance(torch.device("cpu")),  # as a run's summary.json records it
         "keep": None if args.checkpoint else args.keep,
         "gate": None if args.checkpoint else args.gate,
         "headline": lead,

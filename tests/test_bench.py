@@ -10,6 +10,7 @@ import torch
 from helpers import compose_config
 
 import acs
+from acs import provenance
 from acs.bench import main
 from acs.deploy.calibrate import calibrate_keep, set_groups
 from acs.ops import DGConv2d
@@ -95,6 +96,9 @@ def test_densenet_benchmark_table_and_json(tmp_path, capsys, gate):
     assert all(name in printed for name in rows) and f"written: {out}" in printed
     assert result["input"] == [3, 8, 8] and result["keep"] == 0.5 and result["threads"] == 1
     assert result["gate"] == gate and result["batch"] == 1 and result["distinct_masks"] == 1
+    # The machine as a run's summary.json describes it (acs.provenance).
+    assert result["provenance"]["device_name"] == provenance.cpu_model()
+    assert result["provenance"]["versions"]["torch"] == provenance.package_version("torch")
     _check_headline(result, rows, printed)
     dense, masked, executor = rows["dense (ungated)"], rows["masked (training form)"], rows["dynamic executor"]
     assert dense["macs"] == acs.create_model("densenet40", gate="none").dense_macs((3, 8, 8))

@@ -11,6 +11,7 @@ import torch
 from helpers import QUIET, REPO, TINY, compose_config, counted_macs
 
 import acs
+from acs.deploy import native as native_kernels
 from acs.deploy import pipeline
 from acs.deploy.__main__ import main
 from acs.deploy.calibrate import calibrate_keep
@@ -68,7 +69,13 @@ def test_deploy_json_reports_each_form(runs, deployed, name):
     training, form = report["forms"]
     assert training["form"] == "training" and form["form"] == KINDS[name]
     static = name != "acs"
-    assert set(form["files"]) == ({"torchscript", "onnx"} if static else {"torchscript"})
+    native = not static and native_kernels.available()
+    assert form["native_kernels"] is native
+    assert set(form["files"]) == {"torchscript", *(["onnx"] if static else []), *(["native_library"] if native else [])}
+    if native:  # the library this process loaded its kernels from, under a name of its own
+        assert form["files"]["native_library"] == "acs_native.so"
+        assert (deployed[name] / "acs_native.so").read_bytes() == native_kernels.library().read_bytes()
+        assert form["load"].startswith("torch.ops.load_library('acs_native.so')")
     assert sorted(p.name for p in deployed[name].iterdir()) == sorted(["deploy.json", *form["files"].values()])
     # The whole test split, on which the run itself reported its accuracy and MACs.
     size = TEST_SIZE[name]
@@ -81,36 +88,62 @@ def test_deploy_json_reports_each_form(runs, deployed, name):
     assert report["check"]["flop_counter_samples"] == 2 and report["check"]["flop_counter_macs"] > 0
     assert report["dense_macs"] == summary["dense_macs"] and report["input"] == [3, 8, 8]
     assert training["latency_ms"] > 0 and form["latency_ms"] > 0
+    # Code, packages, host and CPU, as the run's summary.json records them.
+    assert set(report["provenance"]) == set(summary["provenance"])
+    assert report["provenance"]["versions"] == summary["provenance"]["versions"]
+    assert report["provenance"]["device_name"] == summary["provenance"]["device_name"]
     if name == "static":  # most channels dropped at initialisation: the thin model is thinner
         assert form["macs"] < 0.8 * report["dense_macs"]
 
 
-def test_torchscript_runs_in_a_fresh_process_with_the_training_logits(runs, deployed, tmp_path):
-    """Every written model.pt, loaded by torch.jit.load in a new interpreter (the native kernels,
-    where the file uses them, loaded first as deploy.json says), gives the training form's logits
-    and Output.macs on the run's test images."""
+# Loads every deployed model.pt in a new interpreter and saves their outputs on the same images. With
+# "torch": acs cannot be imported (a device with torch alone; the editable install would otherwise
+# find it), and the native kernels come from the library that deploy.json names beside the file;
+# with "acs": `import acs.deploy` loads them, and nothing else is done before torch.jit.load.
+FRESH_PROCESS = """
+import json, sys
+from pathlib import Path
+import torch
+mode, x, folders, out = sys.argv[1], torch.load(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+if mode == "torch":
+    sys.modules["acs"] = None
+    try:
+        import acs
+    except ImportError:
+        pass
+    else:
+        raise AssertionError("acs is importable")
+else:
+    import acs.deploy
+outputs = {}
+for name, folder in folders.items():
+    files = json.loads((Path(folder) / "deploy.json").read_text())["forms"][1]["files"]
+    if mode == "torch" and "native_library" in files:
+        torch.ops.load_library(str(Path(folder) / files["native_library"]))
+    outputs[name] = torch.jit.load(str(Path(folder) / files["torchscript"]))(x)
+outputs["registered"] = hasattr(torch.ops.acs, "dense_layer")
+torch.save(outputs, out)
+"""
+
+
+@pytest.mark.parametrize("mode", ["torch", "acs"])
+def test_torchscript_runs_in_a_fresh_process_with_the_training_logits(runs, deployed, tmp_path, mode):
+    """Every written model.pt, loaded by torch.jit.load in a new interpreter, gives the training
+    form's logits and Output.macs: with torch alone (not acs) and the native library shipped beside
+    the file, or after `import acs.deploy`."""
     x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     torch.save(x, tmp_path / "x.pt")
-    reports = {name: json.loads((folder / "deploy.json").read_text()) for name, folder in deployed.items()}
-    script = (
-        "import sys, json, torch\n"
-        "x = torch.load(sys.argv[1]); outputs = {}\n"
-        "for name, path, native in json.loads(sys.argv[2]):\n"
-        "    if native:\n"
-        "        import acs.deploy.native; acs.deploy.native.load()\n"
-        "    outputs[name] = torch.jit.load(path)(x)\n"
-        "torch.save(outputs, sys.argv[3])\n"
-    )
-    files = [
-        [name, str(deployed[name] / report["forms"][1]["files"]["torchscript"]), report["forms"][1]["native_kernels"]]
-        for name, report in reports.items()
-    ]
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "x.pt"), json.dumps(files), str(tmp_path / "out.pt")],
-        cwd=REPO, env=QUIET, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    folders = json.dumps({name: str(folder) for name, folder in deployed.items()})
+    # With torch alone: -I and a folder outside the repository, so that neither the environment nor
+    # the working directory puts acs on sys.path; with acs: this repository's.
+    isolated, cwd = (["-I"], tmp_path) if mode == "torch" else ([], REPO)
+    files = [str(tmp_path / "x.pt"), folders, str(tmp_path / "out.pt")]
+    command = [sys.executable, *isolated, "-c", FRESH_PROCESS, mode, *files]
+    result = subprocess.run(command, cwd=cwd, env=QUIET, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     outputs = torch.load(tmp_path / "out.pt")
+    # The executor's file calls the native kernels wherever they build (skipped here otherwise).
+    assert outputs["registered"] == native_kernels.available()
     for name, folder in runs.items():
         model = load_trained_model(folder / "checkpoints" / "best.pt").model
         with torch.no_grad():
@@ -130,7 +163,8 @@ def test_the_command_line_deploys_a_portable_executor(runs, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[1/5]" in result.stdout and f"written: {out}" in result.stdout
     form = json.loads((out / "deploy.json").read_text())["forms"][1]
-    assert form["native_kernels"] is False and form["load"] == "torch.jit.load"
+    assert form["native_kernels"] is False and form["load"] == "torch.jit.load('model.pt')"
+    assert sorted(p.name for p in out.iterdir()) == ["deploy.json", "model.pt"]
     script = "import sys, torch; print(torch.jit.load(sys.argv[1])(torch.zeros(1, 3, 8, 8))[1].item())"
     loaded = subprocess.run(
         [sys.executable, "-c", script, str(out / "model.pt")], cwd=tmp_path, env=QUIET, capture_output=True, text=True
@@ -227,7 +261,8 @@ def test_a_non_empty_out_is_kept_unless_overwrite(runs, tmp_path, capsys):
     _fails([checkpoint, "--out", str(out)], capsys, "exists and is not empty")
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert main([checkpoint, "--out", str(out), "--overwrite", "--samples", "4", *FAST]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["deploy.json", "model.pt"]
+    native = ["acs_native.so"] if native_kernels.available() else []
+    assert sorted(p.name for p in out.iterdir()) == sorted(["deploy.json", "model.pt", *native])
     assert json.loads((out / "deploy.json").read_text())["accuracy_on"] == {"split": "test", "samples": 4, "of": 24}
     _no_leftovers(tmp_path)
 

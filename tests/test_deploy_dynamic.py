@@ -273,6 +273,7 @@ def test_without_native_kernels_the_executor_falls_back_with_one_warning(monkeyp
     monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
     monkeypatch.setattr(native_kernels, "_loaded", False)
     monkeypatch.setattr(native_kernels, "_error", None)
+    monkeypatch.setattr(native_kernels, "_registered", lambda: False)  # as in a process that never loaded them
     monkeypatch.setattr(acs.deploy, "_warned", False)
     model = randomize(acs.create_model("densenet40", gate=GATE))
     with pytest.raises(NativeUnavailable, match=r"native kernels are unavailable \(RuntimeError: Error building"):
@@ -286,6 +287,21 @@ def test_without_native_kernels_the_executor_falls_back_with_one_warning(monkeyp
         to_dynamic(model)
     with pytest.raises(ValueError, match="native kernels run on CPU; the model is on meta"):
         to_dynamic(copy.deepcopy(model).to("meta"), native=True)
+
+
+def test_a_library_registered_first_or_rebuilt_since_is_declined(monkeypatch):
+    """A second library registering the acs operators would abort the process: where a deployed
+    folder's copy was loaded first, acs does not load its own. A library file rebuilt since it was
+    loaded (by another acs sharing the build folder) is not the one running: it is not shipped."""
+    if not native_kernels.available():
+        pytest.skip("the native kernels do not build here")
+    monkeypatch.setattr(native_kernels, "_library_stat", None)
+    with pytest.raises(NativeUnavailable, match="rebuilt since this process loaded it"):
+        native_kernels.library()
+    monkeypatch.setattr(native_kernels, "_loaded", False)  # registered, here by acs's own build
+    monkeypatch.setattr(native_kernels, "_error", None)
+    with pytest.raises(NativeUnavailable, match=r"acs operators are already registered, by .*acs_native"):
+        native_kernels.load()
 
 
 def test_the_installed_ninja_is_found_off_path(monkeypatch, tmp_path):

@@ -4,6 +4,11 @@
 ``acs.Output(logits, macs, masks)`` like the model (eval-mode semantics), where ``macs`` are the
 MACs it actually executed per sample. ``to_thin(model, input_size)`` turns a model with static gates
 (``gate=static``) into the physically thinner ungated model it amounts to.
+
+Importing this package loads the executor's native kernels (:mod:`acs.deploy.native`, built on the
+first import where a C++ compiler is found), so that ``import acs.deploy`` is all a process needs
+before ``torch.jit.load`` of a deployed file that calls them; where they do not load, it imports
+all the same and the executors run tensor operations.
 """
 from __future__ import annotations
 
@@ -62,5 +67,6 @@ def _native_or_warn() -> bool:
 
 
 _warned = False
+native_kernels.available()
 
 __all__ = ["DynamicDenseNet", "DynamicResNeXt", "NativeUnavailable", "ThinDenseNet", "to_dynamic", "to_thin"]

@@ -1,9 +1,11 @@
 """`python -m acs.deploy CHECKPOINT --out DIR`: A trained run's checkpoint as deployable files, checked
 against the model as trained on the run's test split.
 
-Writes to DIR: model.pt (TorchScript: forward(x) -> (logits, macs per sample)), model.onnx where
-the deployed model is static (static gates, no gates, G-ResNeXt), and deploy.json (accuracy on the
-test split, MACs per image and batch-1 latency of the training and the deployed form).
+Writes to DIR: model.pt (TorchScript: forward(x) -> (logits, macs per sample)), acs_native.so where
+model.pt calls the executor's native kernels (load it first: torch.ops.load_library, or import
+acs.deploy), model.onnx where the deployed model is static (static gates, no gates, G-ResNeXt), and
+deploy.json (accuracy on the test split, MACs per image and batch-1 latency of the training and the
+deployed form).
 
 example:
   python -m acs.deploy outputs/2026-01-01/12-00-00/checkpoints/best.pt --out deployed/densenet40
@@ -53,8 +55,8 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-native", dest="native", action="store_false", default=None,
-        help="gated DenseNets: executor on tensor operations only, so that the TorchScript file loads "
-        "with torch alone (by default the compiled kernels are used where they build)",
+        help="gated DenseNets: executor on tensor operations only, so that model.pt needs no compiled "
+        "library (by default the native kernels are used where they build, and shipped beside it)",
     )  # fmt: skip
     parser.add_argument("--runs", type=_count(1), default=50, metavar="N", help="timed batch-1 calls per form")
     parser.add_argument("--warmup", type=_count(0), default=10, metavar="N", help="untimed calls before timing")

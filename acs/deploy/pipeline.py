@@ -5,7 +5,9 @@ form (:func:`convert`), writes that form as TorchScript (and as ONNX where it is
 written file on the run's test split beside the training form (every sample's logits within
 ``ATOL``, its executed MACs equal to the training form's ``Output.macs`` and, on the first samples, to
 what ``torch.utils.flop_counter`` counts), times both at batch 1, and describes it all in
-``deploy.json``. The folder appears complete or not at all.
+``deploy.json``. A file calling the native kernels gets their compiled library beside it, which
+``torch.ops.load_library`` loads in a process with torch alone. The folder appears complete or not
+at all.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import platform
 import secrets
 import shutil
 import statistics
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from acs.data import build_datasets, make_loader
+from acs.deploy import native as native_kernels
 from acs.deploy import to_dynamic, to_thin
 from acs.deploy.export import deployable, export_onnx
 from acs.deploy.script import script_executor, trace_static
@@ -36,11 +38,13 @@ from acs.gates import Gate, StaticGate
 from acs.messages import one_line
 from acs.models.densenet import DenseNet
 from acs.models.resnext import GResNeXt
+from acs.provenance import collect as collect_provenance
 from acs.timing import time_interleaved
 from acs.training.checkpoint import TrainedModel, load_trained_model
 
 ATOL = 1e-4
 SCRIPT_FILE, ONNX_FILE, REPORT_FILE = "model.pt", "model.onnx", "deploy.json"
+NATIVE_NAME = "acs_native"  # the native kernels' library, with the suffix of its platform (.so)
 # Test samples run under torch.utils.flop_counter, whose per-operation Python hook would make a
 # whole split of per-sample executor calls take minutes.
 FLOP_SAMPLES = 2
@@ -164,6 +168,13 @@ def _latency_ms(modules: List[nn.Module], x: Tensor, runs: int, warmup: int) -> 
     return [1000.0 * statistics.median(seconds) for seconds in times]
 
 
+def _how_to_load(files: Dict[str, str]) -> str:
+    load = f"torch.jit.load('{files['torchscript']}')"
+    if "native_library" not in files:
+        return load
+    return f"torch.ops.load_library('{files['native_library']}') (torch alone) or import acs.deploy, then {load}"
+
+
 def _test_loader(trained: TrainedModel, data_root: Optional[str]) -> DataLoader:
     dataset = trained.config.dataset
     options = OmegaConf.to_container(dataset.options, resolve=True)
@@ -238,6 +249,11 @@ def _write(
     progress(f"[3/5] writing {deployed.kind} form: TorchScript{' and ONNX' if deployed.static else ''}")
     scripted = _roundtrip(to_script(deployed, input_size), tmp / SCRIPT_FILE)
     files = {"torchscript": SCRIPT_FILE}
+    native = bool(getattr(deployed.module, "native", False))
+    if native:  # the library this process loaded, which the file was scripted against
+        library = native_kernels.library()
+        files["native_library"] = NATIVE_NAME + library.suffix
+        shutil.copyfile(library, tmp / files["native_library"])
     if deployed.static:
         try:
             # The exporter reports its steps on stdout and warns about torch internals.
@@ -255,7 +271,6 @@ def _write(
     x = next(iter(loader))[0][:1]
     latency = _latency_ms([trained.model, scripted], x, runs, warmup)
     n, state = evaluation.samples, trained.state
-    native = bool(getattr(deployed.module, "native", False))
     forms = [
         {
             "form": "training",
@@ -270,7 +285,7 @@ def _write(
             "description": deployed.description,
             "files": files,
             "native_kernels": native,
-            "load": "acs.deploy.native.load(), then torch.jit.load" if native else "torch.jit.load",
+            "load": _how_to_load(files),
             "acc1": 100.0 * evaluation.correct["deployed"] / n,
             "macs": evaluation.macs["deployed"],
             "latency_ms": latency[1],
@@ -298,8 +313,9 @@ def _write(
             "runs": runs,
             "warmup": warmup,
             "threads": torch.get_num_threads(),
-            "machine": f"{platform.machine()}, torch {torch.__version__}",
         },
+        # The code, packages, host and CPU, as a run's summary.json records them.
+        "provenance": collect_provenance(torch.device("cpu")),
         "outputs": "forward(x: N×C×H×W) -> (logits N×classes, macs N float64)",
         "forms": forms,
     }

@@ -2,8 +2,9 @@
 
 Every file's ``forward(x)`` takes N × C × H × W images and returns ``(logits, macs)``: the N ×
 classes logits and the MACs each sample executed (N, float64), as ``acs.Output`` carries them. A
-dynamic executor that runs the native kernels calls ``torch.ops.acs.*``: load them
-(``acs.deploy.native.load()``) before ``torch.jit.load``.
+dynamic executor that runs the native kernels calls ``torch.ops.acs.*``: load them before
+``torch.jit.load``, by ``import acs.deploy`` or, with torch alone, by ``torch.ops.load_library`` of
+the library ``python -m acs.deploy`` ships beside the file (:mod:`acs.deploy.native`).
 """
 
 import warnings

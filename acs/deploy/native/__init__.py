@@ -8,6 +8,11 @@ Compiled on first use with the C++ compiler that :mod:`torch.utils.cpp_extension
 the operators' FLOP formulas with :mod:`torch.utils.flop_counter`, computed from the operands
 (live inputs, kept outputs, weight shapes) as ``aten.mm``'s is from its shapes, so that a FLOP
 counter run on the executor still sees every multiply-accumulate it executes.
+
+The built library needs only libtorch: :func:`library` is its file, which ``python -m acs.deploy``
+ships beside a TorchScript file calling the operators, for ``torch.ops.load_library``. A process
+loads one library registering the ``acs`` operators at most (a second aborts it): :func:`load`
+declines where another one was loaded first.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from torch.utils.flop_counter import register_flop_formula
 _SOURCE = Path(__file__).with_name("executor.cpp")
 _error: Optional[str] = None  # why the build failed, once it has
 _loaded = False
+_library: Optional[Path] = None  # the file loaded, and its os.stat then (identity, size, time)
+_library_stat: Optional[tuple] = None
 
 
 class NativeUnavailable(RuntimeError):
@@ -32,9 +39,13 @@ class NativeUnavailable(RuntimeError):
 def load() -> None:
     """Builds (once per machine and source) and loads the kernels; raises NativeUnavailable, with
     the reason, where that fails. Cheap after the first call."""
-    global _error, _loaded
+    global _error, _loaded, _library, _library_stat
     if _loaded:
         return
+    if _error is None and _registered():
+        # By a deployed folder's copy (torch.ops.load_library): loading ours would abort the process.
+        others = ", ".join(sorted(torch.ops.loaded_libraries)) or "a library loaded outside torch.ops"
+        _error = f"the acs operators are already registered, by {others}"
     if _error is None:
         try:
             # cpp_extension warns at import that it finds no CUDA, which is irrelevant to a CPU build.
@@ -42,8 +53,12 @@ def load() -> None:
             from torch.utils.cpp_extension import load as build
 
             _find_ninja()
-
+            before = set(torch.ops.loaded_libraries)
             build(name="acs_native", sources=[str(_SOURCE)], extra_cflags=["-O3"], is_python_module=False)
+            # cpp_extension loads the library with torch.ops.load_library, which records its path
+            # (a versioned name in a build folder that TORCH_EXTENSIONS_DIR, Python and CUDA decide).
+            (path,) = set(torch.ops.loaded_libraries) - before
+            _library, _library_stat = Path(path), _identity(Path(path))
         except Exception as error:  # a missing compiler or a failed build: the reason, kept for every caller
             reason = error.__cause__ or error  # a failed load names the library; its cause says why
             lines = str(reason).strip().splitlines() or [""]
@@ -53,6 +68,28 @@ def load() -> None:
             _loaded = True
             return
     raise NativeUnavailable(f"the executor's native kernels are unavailable ({_error})")
+
+
+def _registered() -> bool:
+    return hasattr(torch.ops.acs, "dense_layer")
+
+
+def library() -> Path:
+    """The shared library file the kernels were loaded from (loading them first); raises
+    NativeUnavailable where they are not, or where the file was rebuilt since (by another process
+    of another acs version sharing the build folder)."""
+    load()
+    if _identity(_library) != _library_stat:
+        raise NativeUnavailable(f"the native kernels' library {_library} was rebuilt since this process loaded it")
+    return _library
+
+
+def _identity(path: Path) -> Optional[tuple]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _find_ninja() -> None:
@@ -106,4 +143,4 @@ def _register_flop_formulas() -> None:
         return 2 * x.shape[0] * weight.shape[1] * height * width  # the 1×1 conv over the live inputs
 
 
-__all__ = ["NativeUnavailable", "available", "load"]
+__all__ = ["NativeUnavailable", "available", "library", "load"]
