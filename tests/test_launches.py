@@ -334,3 +334,26 @@ def test_fbs_k_winners_backward_is_autograds(probs_read):
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert torch.equal(results[0][0].sum(1), torch.full((4,), 3.0, dtype=torch.float64))
+
+
+def test_gates_take_their_per_pass_tensors_from_one_draw():
+    """Within a forward pass the Gumbel gates' noise is one draw, split gate by gate in module order
+    (the numbers gate-by-gate draws give on a CPU); a gate that sees another batch size draws its
+    own; outside a pass, and in evaluation, nothing is shared."""
+    from acs.gates.base import prepared_gates
+
+    model = acs.create_model("densenet40", gate="aig").train()
+    gates = [layer.gate for block in model.blocks for layer in block]
+    logits = torch.zeros(2, 12)
+    torch.manual_seed(7)
+    expected = [torch.rand(2, 12).logit(1e-6) for _ in gates]
+    torch.manual_seed(7)
+    with prepared_gates(model):
+        noise = [gate.pass_tensor(logits) for gate in gates]
+        own = gates[0].pass_tensor(torch.zeros(3, 12))
+    assert all(torch.equal(a, b) for a, b in zip(noise, expected))
+    assert len({n.untyped_storage().data_ptr() for n in noise}) == 1
+    assert own.shape == (3, 12) and own.untyped_storage().data_ptr() != noise[0].untyped_storage().data_ptr()
+    assert all(gate._pass is None for gate in gates)
+    with prepared_gates(model.eval()):
+        assert all(gate._pass is None for gate in gates)  # evaluation draws no noise

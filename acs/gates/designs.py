@@ -210,10 +210,10 @@ class FBSGate(Gate):
     The mask stays binary and, as in FBS, carries no gradient: k-winners-take-all is not
     differentiable, and the saliencies learn through the ``scale`` they put on the winners (a
     straight-through mask on top doubled that path and fed the losers too, and the saliencies ran
-    away within a few steps at lr 0.1). The saliency on the winners is returned as the
-    :class:`GateOutput` ``scale``, which the layer multiplies its outputs by, and in full as ``probs``, so that
-    ``regularizer=l1`` is FBS's own lasso on the saliencies. The compute is fixed by ``density``:
-    compute regularizers cannot move it.
+    away within a few steps at lr 0.1). The saliencies on the winners are returned as the
+    :class:`GateOutput` ``scale``, which the layer multiplies its outputs by, and in full as
+    ``probs``, so that ``regularizer=l1`` is FBS's own lasso on the saliencies. The compute is
+    fixed by ``density``: compute regularizers cannot move it.
 
     The pooled magnitudes are divided by their largest (per sample) before the linear map
     (:func:`scale_free`): a DenseNet layer's input holds the boosted outputs of the earlier gates,
