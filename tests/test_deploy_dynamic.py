@@ -142,7 +142,7 @@ def test_every_gate_design_runs_exactly(gate, name, size, regime):
     fbs = [m for m in model.modules() if isinstance(m, FBSGate)]
     saliencies = []
     for m in fbs:
-        m.register_forward_hook(lambda module, args, out: saliencies.append(out.scale))
+        m.register_forward_hook(lambda module, args, out: saliencies.append(out.probs))
     executor = to_dynamic(model)
     assert isinstance(executor.blocks[0], torch.jit.ScriptModule)  # the gate executors script
     x = inputs(6, size)

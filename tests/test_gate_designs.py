@@ -138,13 +138,13 @@ def test_fbs_keeps_the_top_density_share_and_scales_the_layer_by_saliency():
     for density, kept in [(1 / 3, 4), (0.5, 6), (0.01, 1), (1.0, 12)]:
         out = FBSGate(16, 12, density=density)(x)
         assert torch.equal(out.mask.sum(1), torch.full((5,), float(kept)))
-        assert torch.equal(out.scale, out.probs) and bool((out.scale >= 0).all())
-        chosen = out.scale.topk(kept, 1).values.min(1).values
-        assert bool((out.scale * (1 - out.mask) <= chosen[:, None]).all())  # no dropped channel beats a kept one
+        assert torch.equal(out.scale, out.probs * out.mask) and bool((out.probs >= 0).all())
+        chosen = out.probs.topk(kept, 1).values.min(1).values
+        assert bool((out.probs * (1 - out.mask) <= chosen[:, None]).all())  # no dropped channel beats a kept one
     model = acs.create_model("densenet40", gate={"name": "fbs", "density": 0.25})
     layer = model.blocks[0][0]
-    h, decision = layer(x, None, MacMeter(5))
-    expected = layer.conv2(layer.norm1(x).relu()) * (decision.mask * decision.scale)[:, :, None, None]
+    h, decision, _ = layer(x, None, MacMeter(5))
+    expected = layer.conv2(layer.norm1(x).relu()) * (decision.mask * decision.probs)[:, :, None, None]
     assert torch.equal(h, expected) and torch.equal(decision.mask.sum(1), torch.full((5,), 3.0))
 
 

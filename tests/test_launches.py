@@ -1,7 +1,10 @@
 """Kernel launches per step (DESIGN.md, "Launches, not only FLOPs"): the counter, pinned counts of
 gated DenseNet-40 steps, and the batched bookkeeping behind them (DGConv masks for every module
-of a shape at once, the cost model evaluated once per forward pass) against the straightforward
-per-module masks and per-layer ``layer_macs`` it replaced."""
+of a shape at once, the cost model evaluated once per forward pass, the gates' per-pass tensors,
+the gated outputs' scaling and FBS's decision as one autograd node each) against the
+straightforward per-module masks, per-layer ``layer_macs``, per-gate draws and autograd chains it
+replaced."""
+import contextlib
 import importlib.util
 from pathlib import Path
 from unittest import mock
@@ -13,6 +16,10 @@ import torch.nn.functional as F
 import acs
 from acs.cost import MACS_DTYPE, Live, layer_macs
 from acs.cost.launches import LaunchCounter, step_launches
+from acs.gates import summarize
+from acs.gates.base import SUMMARY_ABSMEAN, SUMMARY_MEAN
+from acs.gates.designs import _KWinners
+from acs.gates.scaling import scale_channels
 from acs.ops import DGConv2d
 from acs.ops import dgconv as dgconv_module
 from acs.ops.dgconv import kronecker_masks
@@ -23,14 +30,15 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "launches.py"
 # plus a flops term, backward) and one evaluation step, on 2 × 3 × 16 × 16 (the counts do not
 # depend on the input size or the batch). Before (same counting): none 441/238, acs 6948/3079,
 # ddi 2625/1315, aig 2988/1246, fbs 2349/1177 (1663/635 before FBS's normalisation got its
-# seven-operation backward), static 1575/823.
+# seven-operation backward, 1555/635 before the gates' per-pass tensors, the one-node channel
+# scaling and FBS's one-node decision), static 1575/823 (697/269).
 MEASURED = {
     "none": (361, 158),
-    "acs": (1437, 567),
-    "ddi": (1342, 521),
-    "aig": (1489, 524),
-    "fbs": (1555, 635),
-    "static": (697, 269),
+    "acs": (1398, 564),
+    "ddi": (1303, 518),
+    "aig": (1344, 518),
+    "fbs": (1373, 591),
+    "static": (661, 269),
 }
 SLACK = 1.02  # room for an operation or two of a torch upgrade, not for per-layer bookkeeping
 
@@ -63,8 +71,8 @@ def test_densenet40_step_launches_do_not_grow(gate, densenet40_launches):
     assert evaluation <= pinned_eval * SLACK, (gate, evaluation)
 
 
-@pytest.mark.parametrize("gate", ["acs", "ddi"])
-def test_acs_and_ddi_gates_cost_at_most_four_ungated_steps(gate, densenet40_launches):
+@pytest.mark.parametrize("gate", ["acs", "ddi", "aig", "fbs"])
+def test_gated_steps_cost_at_most_four_ungated_steps(gate, densenet40_launches):
     none_train, none_eval = densenet40_launches["none"]
     train, evaluation = densenet40_launches[gate]
     assert train <= 4.0 * none_train and evaluation <= 4.0 * none_eval, (train, evaluation)
@@ -113,13 +121,28 @@ class ReferenceMeter:
         self.add(layer_macs(module, out_hw, *tensors))
 
 
+def reference_scale_channels(h, factor, reads=None):
+    out = h * factor.to(h.dtype)[:, :, None, None]
+    return out, None if reads is None else summarize(out, reads)
+
+
+def reference_k_winners(z, kept, out):
+    s = z.relu()
+    mask = torch.zeros_like(s).scatter_(1, s.topk(kept, dim=1).indices, 1.0)
+    return mask, s, s * mask
+
+
 def reference_forward(model, x):
-    """``model``'s logits, per-sample MACs and masks with every DGConv mask built on its own from
-    Kronecker products and every layer's cost added as it runs."""
+    """``model``'s logits, per-sample MACs, masks and probabilities with every DGConv mask built on
+    its own from Kronecker products, every layer's cost added as it runs, each gate drawing its own
+    Gumbel noise and mask, and the layers' scaling and FBS's decision left to autograd."""
     meter = ReferenceMeter(x.shape[0])
-    with mock.patch.object(DGConv2d, "mask", reference_mask):
+    with contextlib.ExitStack() as patches:
+        patches.enter_context(mock.patch.object(DGConv2d, "mask", reference_mask))
+        patches.enter_context(mock.patch("acs.models.densenet.scale_channels", reference_scale_channels))
+        patches.enter_context(mock.patch.object(_KWinners, "apply", reference_k_winners))
         logits, decisions = model.run(x, meter)
-    return logits, meter.total, [d.mask for d in decisions]
+    return logits, meter.total, [d.mask for d in decisions], [d.probs for d in decisions]
 
 
 def with_random_gates(model):
@@ -160,22 +183,27 @@ def assert_close(new, reference, what):
 @pytest.mark.parametrize("name, kwargs", CASES, ids=[f"{n}-{k}" for n, k in CASES])
 def test_one_training_step_matches_the_per_layer_reference(name, kwargs):
     """Output.macs to the last MAC, the same masks and logits, and the same gradients of the
-    loss and of the cost term (to float rounding) as the straightforward computation."""
+    loss and of the cost term (to float rounding) as the straightforward computation. In float64,
+    so that the gradients compare the computations rather than float32's rounding of sums that
+    cancel (a static gate's logit gradient sums terms far larger than itself, in another order)."""
     torch.manual_seed(0)
-    model = with_random_gates(acs.create_model(name, num_classes=10, **kwargs)).train()
-    x, target = torch.randn(3, 3, 12, 12), torch.tensor([1, 4, 7])
+    model = with_random_gates(acs.create_model(name, num_classes=10, **kwargs)).train().double()
+    x, target = torch.randn(3, 3, 12, 12, dtype=torch.float64), torch.tensor([1, 4, 7])
     names, params = zip(*[(n, p) for n, p in model.named_parameters()])
 
-    torch.manual_seed(5)  # the same Gumbel noise for both
+    torch.manual_seed(5)  # the same Gumbel noise for both: drawn for every gate at once, or gate by gate
     out = model(x)
     torch.manual_seed(5)
-    logits, macs, masks = reference_forward(model, x)
+    logits, macs, masks, probs = reference_forward(model, x)
 
     assert out.macs.dtype == MACS_DTYPE and torch.equal(out.macs, macs)
     assert torch.equal(out.logits, logits)
     assert len(out.masks) == len(masks) and all(torch.equal(a, b) for a, b in zip(out.masks, masks))
     ce_new, ce_ref = F.cross_entropy(out.logits, target), F.cross_entropy(logits, target)
     assert_close(_grads(ce_new, params), _grads(ce_ref, params), names)
+    if probs:  # the probabilities' own gradient too (regularizer=l1), beside the masks'
+        l1_new, l1_ref = (ce + sum(p.mean() for p in ps) for ce, ps in ((ce_new, out.probs), (ce_ref, probs)))
+        assert_close(_grads(l1_new, params), _grads(l1_ref, params), names)
     if macs.requires_grad:
         assert out.macs.requires_grad
         assert_close(_grads(out.macs.mean(), params), _grads(macs.mean(), params), names)
@@ -185,7 +213,7 @@ def test_one_training_step_matches_the_per_layer_reference(name, kwargs):
     model.eval()
     with torch.no_grad():
         out = model(x)
-        logits, macs, _ = reference_forward(model, x)
+        logits, macs, _, _ = reference_forward(model, x)
         assert torch.equal(out.macs, macs) and torch.equal(out.logits, logits)
 
 
@@ -203,7 +231,7 @@ def test_evaluation_follows_parameter_changes_of_any_kind():
         for change in changes:
             change()
             out = model(x)
-            logits, macs, _ = reference_forward(model, x)
+            logits, macs, _, _ = reference_forward(model, x)
             assert torch.equal(out.macs, macs) and torch.equal(out.logits, logits)
         assert not torch.equal(out.macs, before)
 
@@ -260,3 +288,72 @@ def test_fbs_scale_free_backward_is_autograds():
     (out_ref, grad_ref), (out_new, grad_new) = grads
     assert torch.equal(out_new, out_ref)
     torch.testing.assert_close(grad_new, grad_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "reads, used",
+    [(None, "outputs")] + [(r, u) for r in (SUMMARY_MEAN, SUMMARY_ABSMEAN) for u in ("both", "outputs", "summary")],
+)
+def test_scale_channels_backward_is_autograds(reads, used):
+    """The gated outputs times their factor, and their summary, in one node: its gradients to the
+    layer's channels and to the factor are autograd's, for a channel slice of a larger gradient
+    (as a concatenation passes it back) and whichever of the two outputs is used."""
+    generator = torch.Generator().manual_seed(2)
+    h = torch.randn(3, 5, 4, 6, dtype=torch.float64, generator=generator)
+    factor = torch.rand(3, 5, dtype=torch.float64, generator=generator) * (torch.rand(3, 5, generator=generator) > 0.3)
+    upstream = torch.randn(3, 9, 4, 6, dtype=torch.float64, generator=generator)[:, 2:7]  # not contiguous
+    pooled_upstream = torch.randn(3, 5, dtype=torch.float64, generator=generator)
+    grads = []
+    for fn in (scale_channels, reference_scale_channels):
+        h_, factor_ = h.clone().requires_grad_(), factor.clone().requires_grad_()
+        out, pooled = fn(h_, factor_, reads)
+        loss = (out * upstream).sum() if used != "summary" else 0
+        if used != "outputs":
+            loss = loss + (pooled * pooled_upstream).sum()
+        grads.append((out.detach(), torch.autograd.grad(loss, (h_, factor_))))
+    (out_new, grad_new), (out_ref, grad_ref) = grads
+    assert torch.equal(out_new, out_ref)
+    for a, b in zip(grad_new, grad_ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("probs_read", [False, True])
+def test_fbs_k_winners_backward_is_autograds(probs_read):
+    """FBS's ReLU, k-winners mask and boost in one node: the same mask, saliencies and boost, and
+    autograd's gradient to the saliency logits, with the saliencies read beside the boost or not."""
+    generator = torch.Generator().manual_seed(3)
+    z = torch.randn(4, 8, dtype=torch.float64, generator=generator)
+    z[0, :6] = -1.0  # ties at saliency 0 among the winners
+    up_s, up_boost = torch.randn(2, 4, 8, dtype=torch.float64, generator=generator)
+    results = []
+    for fn in (_KWinners.apply, reference_k_winners):
+        z_ = z.clone().requires_grad_()
+        mask, s, boost = fn(z_, 3, torch.zeros_like(z))
+        loss = (boost * up_boost).sum() + ((s * up_s).sum() if probs_read else 0)
+        results.append((mask, s.detach(), boost.detach(), torch.autograd.grad(loss, z_)[0]))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.equal(results[0][0].sum(1), torch.full((4,), 3.0, dtype=torch.float64))
+
+
+def test_gates_take_their_per_pass_tensors_from_one_draw():
+    """Within a forward pass the Gumbel gates' noise is one draw, split gate by gate in module order
+    (the numbers gate-by-gate draws give on a CPU); a gate that sees another batch size draws its
+    own; outside a pass, and in evaluation, nothing is shared."""
+    from acs.gates.base import prepared_gates
+
+    model = acs.create_model("densenet40", gate="aig").train()
+    gates = [layer.gate for block in model.blocks for layer in block]
+    logits = torch.zeros(2, 12)
+    torch.manual_seed(7)
+    expected = [torch.rand(2, 12).logit(1e-6) for _ in gates]
+    torch.manual_seed(7)
+    with prepared_gates(model):
+        noise = [gate.pass_tensor(logits) for gate in gates]
+        own = gates[0].pass_tensor(torch.zeros(3, 12))
+    assert all(torch.equal(a, b) for a, b in zip(noise, expected))
+    assert len({n.untyped_storage().data_ptr() for n in noise}) == 1
+    assert own.shape == (3, 12) and own.untyped_storage().data_ptr() != noise[0].untyped_storage().data_ptr()
+    assert all(gate._pass is None for gate in gates)
+    with prepared_gates(model.eval()):
+        assert all(gate._pass is None for gate in gates)  # evaluation draws no noise

@@ -1,15 +1,16 @@
 """The gate interface and registry: a gate maps a layer's input to an N × k binary keep-mask."""
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import Tensor, nn
 
 from acs.cost import MACS_DTYPE, MacMeter, layer_macs
 from acs.cost.macs import Layer, LiveLike
-from acs.ops import binary_keep, check_estimator
+from acs.ops import binary_keep, check_estimator, logistic_noise
 from acs.registry import Registry
 
 GateSpec = Union[None, str, Mapping[str, Any]]
@@ -23,8 +24,9 @@ class GateOutput(NamedTuple):
     ``mask`` (N × k): exactly 0/1 in forward, straight-through in backward; it alone decides what
     is computed and costs MACs. ``probs`` (N × k): the soft scores the mask was drawn from, which
     the ``l1`` regularizer penalises: keep probabilities for the sigmoid/softmax gates, the
-    non-negative saliencies for FBS. ``scale`` (N × k or ``None``): a factor on the kept outputs
-    (FBS boosts them by their saliency), kept apart so that the mask stays binary.
+    non-negative saliencies for FBS. ``scale`` (N × k or ``None``): what the layer multiplies its
+    outputs by in place of the mask, 0 wherever the mask is (FBS: its saliencies on the channels it
+    keeps), kept apart so that the mask stays binary.
     """
 
     mask: Tensor
@@ -80,6 +82,7 @@ class Gate(nn.Module):
     """
 
     reads = SUMMARY_INPUT
+    _pass: Optional[Tuple["PassTensors", int]] = None  # set by prepared_gates for one forward pass
     # The name of the parameter that shifts the keep logits one for one (a gate network's output
     # bias), or None. The compute term reaches each logit only through its channel's small share of
     # the model's MACs, so that parameter gets a learning rate of its own (keep_biases, optimizer).
@@ -100,6 +103,20 @@ class Gate(nn.Module):
     def decide(self, summary: Tensor) -> GateOutput:
         """The decision from ``summarize(x, self.reads)``."""
         raise NotImplementedError
+
+    def per_pass(self) -> Optional[Callable[[int, Tensor], Tensor]]:
+        """``make(numel, like)`` of the N × k tensor the gate needs afresh at every forward pass in
+        its current mode (Gumbel noise, a mask to fill), which :func:`prepared_gates` makes once for
+        all gates that share ``make``; ``None`` where it needs none."""
+        return None
+
+    def pass_tensor(self, like: Tensor) -> Tensor:
+        """This gate's :meth:`per_pass` tensor, shaped like ``like`` (N × k): its part of the one
+        :func:`prepared_gates` holds, or its own outside it."""
+        if self._pass is None:
+            return self.per_pass()(like.numel(), like).view_as(like)
+        tensors, index = self._pass
+        return tensors.part(index, like)
 
     def cost_layers(self, in_hw: Sequence[int]) -> List[CostLayer]:
         """The Conv2d/Linear layers (DGConv2d included) the gate executes for an input of spatial
@@ -144,8 +161,13 @@ class LogitGate(Gate):
         """Keep logits (N × k) of the input ``x``."""
         return self.score(summarize(x, self.reads))
 
+    def per_pass(self) -> Optional[Callable[[int, Tensor], Tensor]]:
+        return logistic_noise if self.training and self.estimator == "gumbel" else None
+
     def decide(self, summary: Tensor) -> GateOutput:
-        return GateOutput(*binary_keep(self.score(summary), self.estimator, self.temperature, self.training))
+        logits = self.score(summary)
+        noise = self.pass_tensor(logits) if self.per_pass() is not None else None
+        return GateOutput(*binary_keep(logits, self.estimator, self.temperature, self.training, noise))
 
 
 def check_width(width: int) -> None:
@@ -197,6 +219,47 @@ def check_gate(spec: GateSpec) -> None:
     """ValueError, with the gate's own message, unless ``spec`` builds a gate: every rule on a
     gate's options lives in its constructor, so building one for a 1 → 1 layer checks them all."""
     create_gate(spec, 1, 1)
+
+
+class PassTensors:
+    """The per-pass tensors of a group of gates (:meth:`Gate.per_pass`), made together at the first
+    one's call, in its dtype and on its device, and split into one N × k part per gate, in module
+    order. Made from one flat draw, Gumbel noise is the very numbers that gate-by-gate draws in that
+    order give on a CPU (its generator is sequential)."""
+
+    def __init__(self, make: Callable[[int, Tensor], Tensor], widths: List[int]) -> None:
+        self.make, self.widths = make, widths
+        self.parts: Optional[List[Tensor]] = None
+
+    def part(self, index: int, like: Tensor) -> Tensor:
+        if self.parts is None:
+            n = like.shape[0]
+            flat = self.make(n * sum(self.widths), like).split([n * w for w in self.widths])
+            self.parts = [chunk.view(n, w) for chunk, w in zip(flat, self.widths)]
+        part = self.parts[index]
+        # A gate that sees another batch size than the first (no registered model has one) makes its own.
+        return part if part.shape == like.shape else self.make(like.numel(), like).view_as(like)
+
+
+@contextlib.contextmanager
+def prepared_gates(model: nn.Module) -> Iterator[None]:
+    """Within the block, the gates of ``model`` take their per-pass tensors (:meth:`Gate.per_pass`)
+    from one made for all gates of the same ``make``: two operations per forward pass instead of two
+    per gate (DESIGN.md, "Launches"). Made afresh in every pass; nothing outlives the block."""
+    groups: Dict[Callable, List[Gate]] = {}
+    for module in model.modules():
+        if isinstance(module, Gate) and module.per_pass() is not None:
+            groups.setdefault(module.per_pass(), []).append(module)
+    try:
+        for make, gates in groups.items():
+            tensors = PassTensors(make, [gate.out_channels for gate in gates])
+            for index, gate in enumerate(gates):
+                gate._pass = (tensors, index)
+        yield
+    finally:
+        for gates in groups.values():
+            for gate in gates:
+                gate._pass = None
 
 
 def run_gate(

@@ -13,7 +13,7 @@ model counts them like any other; pooling and BatchNorm are not counted, as ever
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -159,6 +159,41 @@ class _ScaleFree(torch.autograd.Function):
         return torch.where(ties, grad - dot / ties.sum(1, keepdim=True), grad) / scale
 
 
+def _zeros(numel: int, like: Tensor) -> Tensor:
+    return like.new_zeros(numel)
+
+
+class _KWinners(torch.autograd.Function):
+    """FBS's decision from saliency logits ``z`` (N × k): saliencies ``s = ReLU(z)``, the 0/1 mask
+    of each row's ``kept`` largest (written into ``out``, zeros of ``z``'s shape; no gradient) and
+    the boost ``s · mask``. Backward to ``z``, the boost's gradient through the product and the ReLU
+    is ``g · [s · mask > 0]``: one ``threshold_backward``, where autograd takes a product and one."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, kept: int, out: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        s = z.relu()
+        out.scatter_(1, s.topk(kept, dim=1).indices, 1.0)
+        boost = s * out
+        ctx.mark_dirty(out)
+        ctx.mark_non_differentiable(out)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(s, boost)
+        # Not a saved tensor: ``out`` is a view of the pass's masks (prepared_gates), whose shared
+        # version counter the later gates' writes advance; this gate's part is written only here.
+        ctx.mask = out
+        return out, s, boost
+
+    @staticmethod
+    def backward(ctx, _: Optional[Tensor], grad_s: Optional[Tensor], grad_boost: Optional[Tensor]):
+        s, boost = ctx.saved_tensors
+        if grad_s is None:
+            grad_z = torch.ops.aten.threshold_backward(grad_boost, boost, 0)
+        else:  # the saliencies are read too (regularizer=l1)
+            grad_s = grad_s if grad_boost is None else torch.addcmul(grad_s, grad_boost, ctx.mask)
+            grad_z = torch.ops.aten.threshold_backward(grad_s, s, 0)
+        return grad_z, None, None
+
+
 def _scale_free_trained(pooled: Tensor) -> Tensor:
     """:func:`scale_free`, through :class:`_ScaleFree` where a gradient is recorded."""
     if torch.is_grad_enabled() and pooled.requires_grad:
@@ -175,10 +210,10 @@ class FBSGate(Gate):
     The mask stays binary and, as in FBS, carries no gradient: k-winners-take-all is not
     differentiable, and the saliencies learn through the ``scale`` they put on the winners (a
     straight-through mask on top doubled that path and fed the losers too, and the saliencies ran
-    away within a few steps at lr 0.1). The saliency is returned as the :class:`GateOutput`
-    ``scale``, which the layer multiplies into its kept outputs, and as ``probs``, so that
-    ``regularizer=l1`` is FBS's own lasso on the saliencies. The compute is fixed by ``density``:
-    compute regularizers cannot move it.
+    away within a few steps at lr 0.1). The saliencies on the winners are returned as the
+    :class:`GateOutput` ``scale``, which the layer multiplies its outputs by, and in full as
+    ``probs``, so that ``regularizer=l1`` is FBS's own lasso on the saliencies. The compute is
+    fixed by ``density``: compute regularizers cannot move it.
 
     The pooled magnitudes are divided by their largest (per sample) before the linear map
     (:func:`scale_free`): a DenseNet layer's input holds the boosted outputs of the earlier gates,
@@ -198,10 +233,12 @@ class FBSGate(Gate):
         # Saliencies start near 1, so that boosting does not first shrink every kept output.
         nn.init.constant_(self.saliency.bias, 1.0)
 
+    def per_pass(self) -> Callable[[int, Tensor], Tensor]:
+        return _zeros  # the mask that the winners are written into
+
     def decide(self, summary: Tensor) -> GateOutput:
-        s = self.saliency(_scale_free_trained(summary)).relu()
-        winners = torch.zeros_like(s).scatter_(1, s.topk(self.kept, dim=1).indices, 1.0)
-        return GateOutput(winners, s, s)
+        z = self.saliency(_scale_free_trained(summary))
+        return GateOutput(*_KWinners.apply(z, self.kept, self.pass_tensor(z)))
 
     def cost_layers(self, in_hw: Sequence[int]) -> List[CostLayer]:
         return [(self.saliency, (1, 1), True)]

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from acs.cost import MacMeter
 from acs.gates import GateOutput
+from acs.gates.base import prepared_gates
 from acs.ops import prepared_dgconvs
 
 
@@ -33,8 +34,9 @@ class AcsModel(nn.Module):
 
     def forward(self, x: Tensor) -> Output:
         meter = MacMeter(x.shape[0], device=x.device)
-        # Every DGConv2d's mask computed once for the pass, batched by shape (see prepared_dgconvs).
-        with prepared_dgconvs(self):
+        # Every DGConv2d's mask computed once for the pass, batched by shape (see prepared_dgconvs),
+        # and the gates' per-pass tensors (Gumbel noise, FBS's masks) made once for all (prepared_gates).
+        with prepared_dgconvs(self), prepared_gates(self):
             logits, decisions = self.run(x, meter)
             macs = meter.total
         return Output(logits, macs, [d.mask for d in decisions], [d.probs for d in decisions])

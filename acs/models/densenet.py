@@ -10,6 +10,7 @@ from acs.cost import Live, MacMeter
 from acs.cost.macs import LiveLike
 from acs.gates import GateOutput, GateSpec, create_gate, run_gate, summarize
 from acs.gates.base import SUMMARY_INPUT
+from acs.gates.scaling import scale_channels
 from acs.models.base import AcsModel
 from acs.models.layers import conv3x3
 from acs.models.registry import register_model
@@ -40,11 +41,12 @@ class DenseLayer(nn.Module):
         self.gate = create_gate(gate, in_channels, growth)
 
     def forward(
-        self, x: Tensor, live: LiveLike, meter: MacMeter, summary: Optional[Tensor] = None
-    ) -> Tuple[Tensor, Optional[GateOutput]]:
-        """``live``: which channels of ``x`` are live (an :class:`acs.cost.Live`, an N × C tensor,
-        or ``None`` for all); ``summary``: the gate's summary of ``x`` where the caller keeps one
-        (see :meth:`DenseNet.run`)."""
+        self, x: Tensor, live: LiveLike, meter: MacMeter, summary: Optional[Tensor] = None, reads: Optional[int] = None
+    ) -> Tuple[Tensor, Optional[GateOutput], Optional[Tensor]]:
+        """The new channels, the gate's decision and, where ``reads`` is given, the summary
+        (:func:`acs.gates.summarize`) of the new channels. ``live``: which channels of ``x`` are
+        live (an :class:`acs.cost.Live`, an N × C tensor, or ``None`` for all); ``summary``: the
+        gate's summary of ``x`` where the caller keeps one (see :meth:`DenseNet.run`)."""
         decision = run_gate(self.gate, x, meter, live, summary)
         mask = None if decision is None else decision.mask
         h = self.norm1(x).relu()
@@ -60,10 +62,10 @@ class DenseLayer(nn.Module):
             live_mid = live
         h = self.conv2(h)
         meter.layer(self.conv2, h.shape[-2:], live_in=live_mid, live_out=None if mask is None else Live.kept(mask))
-        if mask is not None:
-            factor = mask if decision.scale is None else mask * decision.scale
-            h = h * factor.to(h.dtype)[:, :, None, None]
-        return h, decision
+        if mask is None:
+            return h, decision, None if reads is None else summarize(h, reads)
+        new, piece = scale_channels(h, mask if decision.scale is None else decision.scale, reads)
+        return new, decision, piece
 
 
 class Transition(nn.Module):
@@ -140,13 +142,15 @@ class DenseNet(AcsModel):
             gate_reads = {layer.gate.reads for layer in block if layer.gate is not None and not meter.dense}
             reads = gate_reads.pop() if len(gate_reads) == 1 else SUMMARY_INPUT
             summary = None if reads == SUMMARY_INPUT else summarize(x, reads)
-            for layer in block:
-                new, decision = layer(x, live, meter, summary)
+            for position, layer in enumerate(block):
+                # The last layer's new channels are read by no gate of the block.
+                extend = summary is not None and position < len(block) - 1
+                new, decision, piece = layer(x, live, meter, summary, reads if extend else None)
                 mask = None if decision is None else decision.mask
                 live = Live.extend(live, x.shape[1], mask, new.shape[1])
                 x = torch.cat([x, new], 1)
-                if summary is not None:
-                    summary = torch.cat([summary, summarize(new, reads)], 1)
+                if extend:
+                    summary = torch.cat([summary, piece], 1)
                 if decision is not None:
                     decisions.append(decision)
             if index < len(self.transitions):

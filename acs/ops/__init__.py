@@ -1,5 +1,5 @@
 """Operators: the dynamic grouping convolution and its helpers."""
-from acs.ops.binary import ESTIMATORS, binarize_ste, binary_keep, check_estimator
+from acs.ops.binary import ESTIMATORS, binarize_ste, binary_keep, check_estimator, logistic_noise
 from acs.ops.dgconv import DGConv2d, prepared_dgconvs, shared_factors_of_two
 from acs.ops.permute import ChannelPermute, PermutedGroupConv2d
 
@@ -11,6 +11,7 @@ __all__ = [
     "binarize_ste",
     "binary_keep",
     "check_estimator",
+    "logistic_noise",
     "prepared_dgconvs",
     "shared_factors_of_two",
 ]

@@ -56,13 +56,24 @@ def check_estimator(estimator: str, temperature: float) -> None:
         raise ValueError(f"gate.temperature must be > 0, got {temperature}")
 
 
-def binary_keep(logits: Tensor, estimator: str, temperature: float, training: bool) -> Tuple[Tensor, Tensor]:
+def logistic_noise(numel: int, like: Tensor) -> Tensor:
+    """``numel`` samples of the logistic noise of the ``gumbel`` estimator, in ``like``'s dtype and
+    on its device: ``log(u) - log(1 - u) = logit(u)``, ``u`` clamped to [1e-6, 1 - 1e-6] by logit's
+    eps."""
+    return torch.rand(numel, dtype=like.dtype, device=like.device).logit(1e-6)
+
+
+def binary_keep(
+    logits: Tensor, estimator: str, temperature: float, training: bool, noise: Optional[Tensor] = None
+) -> Tuple[Tensor, Tensor]:
     """(keep-mask, keep probability ``σ(z)``) from keep logits ``z`` with an estimator that
-    :func:`check_estimator` accepted."""
+    :func:`check_estimator` accepted. ``noise``: the ``gumbel`` estimator's logistic noise (shaped
+    like ``logits``) where the caller drew it (:func:`logistic_noise`); drawn here otherwise."""
     probs = logits.sigmoid()
     if estimator == "gumbel" and training:
-        # Logistic noise log(u) - log(1 - u) = logit(u), u clamped to [1e-6, 1 - 1e-6] by logit's eps.
-        noisy = logits + torch.rand_like(logits).logit(1e-6)
+        if noise is None:
+            noise = logistic_noise(logits.numel(), logits).view_as(logits)
+        noisy = logits + noise
         soft = (noisy if temperature == 1.0 else noisy / temperature).sigmoid()
         return binarize_probs_ste(soft), probs
     # σ(z) > 0.5 rather than z > 0: the deployed executor thresholds the same way, so both agree
