@@ -194,6 +194,16 @@ def test_a_per_seed_warm_start_is_named_by_the_folder_of_its_backbones(tmp_path)
     assert sorted(p.arm for p in points) == ["acs", "acs, warm-started from ungated"]
 
 
+def test_an_ablations_points_are_labelled_by_what_each_changed(tmp_path):
+    # An ablation sets a different knob in each configuration: a label names the values its
+    # configuration set, not "=default" for every knob another one changed.
+    settings = [["regularizer.minimum=30", "regularizer.beta=6"], ["optimizer.keep_bias_lr_scale=1"], []]
+    for i, overrides in enumerate(settings):
+        write_job(tmp_path / str(i), overrides, acc1=90.0 + i, macs=(40 + 10 * i) * 1e6)
+    labels = sorted(p.label for p in arm_points(collect_jobs([tmp_path])))
+    assert labels == ["defaults", "keep_bias_lr_scale=1", "min=30, β=6"]
+
+
 # ------------------------------------------------------------------------ the figure drawn again from a table
 
 

@@ -142,11 +142,14 @@ def arm_points(jobs: Sequence[JobResult], metric: str = "test/acc1", x: str = "f
     for group in by_arm.values():
         arm, varying = _arm_name([config.members[0] for config in group], keys, knobs, runs)
         for config in group:
-            values = {k: config.members[0].overrides.get(k, "default") for k in varying}
+            # Only the values set: an ablation's label names what it changed, not every knob it kept.
+            overrides = config.members[0].overrides
+            values = {k: overrides[k] for k in varying if k in overrides}
             compute = spread([j.macs(split) for j in config.members])
+            label = short_label(values, PLOT_ABBREVIATIONS) if values or not varying else "defaults"
             points.append(
                 PlotPoint(
-                    scale * compute["mean"], config.top1["mean"], arm, short_label(values, PLOT_ABBREVIATIONS),
+                    scale * compute["mean"], config.top1["mean"], arm, label,
                     config.static, scale * (compute["std"] or 0.0), config.top1["std"] or 0.0,
                 )
             )  # fmt: skip
