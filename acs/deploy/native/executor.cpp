@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -280,47 +281,156 @@ std::tuple<int64_t, int64_t> dense_layer_impl(Tensor& feat, Tensor& summary, Ten
   return {n + k, macs};
 }
 
-// im2col for a grouped k×k conv into dst: (groups, C/groups·k·k, H_out·W_out), rows ordered (channel,
-// kernel row, kernel column) as the weight's flattening, zeros outside the image. Patch channel c
-// reads source row order[c] (a permutation between two groupings; identity without), so that the
-// permutation needs no pass of its own.
-ACS_VECTOR_CLONES void im2col(const float* src, int64_t channels, int64_t height, int64_t width, int64_t groups,
-                              int64_t kernel, int64_t stride, int64_t padding, const OptTensor& order, float* dst) {
+// C[r][c] (row pitch ldc) = init[r] (0 without init) + Σ_k a[k][r·stride] · b[k][c], for r < rows,
+// c < cols, ReLU'd with relu: A given by its columns (a[k], entries stride apart), B by its rows
+// (b[k]). The small products of the gates (a few dozen rows and pixels, a GEMM call per group)
+// cost BLAS more in calls and packing than in arithmetic; here they are register tiles of up to
+// R rows × 16 columns (two 8-float vectors), each output summed over k in order.
+typedef float Vec8 __attribute__((vector_size(32), aligned(4)));  // GCC/Clang vectors: 1 AVX or 2 SSE registers
+
+template <int64_t R>
+inline __attribute__((always_inline)) void gemm_tile(const float* const* a, int64_t stride, const float* const* b,
+                                                     int64_t depth, const float* init, int64_t r0, int64_t c0,
+                                                     bool relu, float* c, int64_t ldc) {
+  Vec8 acc[R][2];
+  for (int64_t i = 0; i < R; ++i) acc[i][0] = acc[i][1] = Vec8{} + (init ? init[r0 + i] : 0.0f);
+  for (int64_t k = 0; k < depth; ++k) {
+    const float* ak = a[k] + r0 * stride;
+    const Vec8 b0 = *reinterpret_cast<const Vec8*>(b[k] + c0), b1 = *reinterpret_cast<const Vec8*>(b[k] + c0 + 8);
+    for (int64_t i = 0; i < R; ++i) {
+      const float v = ak[i * stride];
+      acc[i][0] += v * b0;
+      acc[i][1] += v * b1;
+    }
+  }
+  for (int64_t i = 0; i < R; ++i)
+    for (int64_t h = 0; h < 2; ++h)
+      *reinterpret_cast<Vec8*>(c + (r0 + i) * ldc + c0 + 8 * h) = relu ? (acc[i][h] > 0.0f ? acc[i][h] : 0.0f) : acc[i][h];
+}
+
+template <int64_t R>  // R: the most rows per tile, as many as the target's vector registers hold
+inline __attribute__((always_inline)) void small_gemm_tiles(int64_t rows, int64_t cols, int64_t depth,
+                                                            const float* const* a, int64_t stride,
+                                                            const float* const* b, const float* init, bool relu,
+                                                            float* c, int64_t ldc) {
+  const int64_t full_cols = cols - cols % 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += R) {
+    const int64_t rs = std::min(R, rows - r0);
+    for (int64_t c0 = 0; c0 < full_cols; c0 += 16) {
+      switch (rs) {  // the tile's row count as a constant: its accumulators stay in registers
+        case 8: gemm_tile<R < 8 ? 1 : 8>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        case 7: gemm_tile<R < 7 ? 1 : 7>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        case 6: gemm_tile<R < 6 ? 1 : 6>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        case 5: gemm_tile<R < 5 ? 1 : 5>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        case 4: gemm_tile<4>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        case 3: gemm_tile<3>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        case 2: gemm_tile<2>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        default: gemm_tile<1>(a, stride, b, depth, init, r0, c0, relu, c, ldc);
+      }
+    }
+    if (full_cols == cols) continue;
+    const int64_t cs = cols - full_cols;  // the last, partial column tile: local sums (no aliasing)
+    float acc[R][16];
+    for (int64_t i = 0; i < rs; ++i)
+      for (int64_t j = 0; j < cs; ++j) acc[i][j] = init ? init[r0 + i] : 0.0f;
+    for (int64_t k = 0; k < depth; ++k) {
+      const float* ak = a[k] + r0 * stride;
+      const float* bk = b[k] + full_cols;
+      for (int64_t i = 0; i < rs; ++i) {
+        const float v = ak[i * stride];
+        for (int64_t j = 0; j < cs; ++j) acc[i][j] += v * bk[j];
+      }
+    }
+    for (int64_t i = 0; i < rs; ++i)
+      for (int64_t j = 0; j < cs; ++j) c[(r0 + i) * ldc + full_cols + j] = relu ? std::max(acc[i][j], 0.0f) : acc[i][j];
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// Dispatched by hand rather than by target_clones: the tile height differs with the register count.
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void small_gemm_avx512(int64_t rows, int64_t cols, int64_t depth,
+                                                                            const float* const* a, int64_t stride,
+                                                                            const float* const* b, const float* init,
+                                                                            bool relu, float* c, int64_t ldc) {
+  small_gemm_tiles<8>(rows, cols, depth, a, stride, b, init, relu, c, ldc);
+}
+__attribute__((target("avx2,fma"))) void small_gemm_avx2(int64_t rows, int64_t cols, int64_t depth,
+                                                         const float* const* a, int64_t stride, const float* const* b,
+                                                         const float* init, bool relu, float* c, int64_t ldc) {
+  small_gemm_tiles<4>(rows, cols, depth, a, stride, b, init, relu, c, ldc);
+}
+#endif
+
+void small_gemm(int64_t rows, int64_t cols, int64_t depth, const float* const* a, int64_t stride,
+                const float* const* b, const float* init, bool relu, float* c, int64_t ldc) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  static const int level = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")   ? 2
+                           : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+                                                                                               : 0;
+  if (level == 2) return small_gemm_avx512(rows, cols, depth, a, stride, b, init, relu, c, ldc);
+  if (level == 1) return small_gemm_avx2(rows, cols, depth, a, stride, b, init, relu, c, ldc);
+#endif
+  small_gemm_tiles<4>(rows, cols, depth, a, stride, b, init, relu, c, ldc);
+}
+
+// Where each entry of a k×k conv's patches comes from, for a single-channel plane of height ×
+// width stored with one zero after it (at index height·width): (kernel row, kernel column,
+// output pixel) → index into that plane, the zero for taps in the padding. Computed once per
+// geometry and thread.
+const std::vector<int32_t>& patch_index(int64_t height, int64_t width, int64_t kernel, int64_t stride,
+                                        int64_t padding) {
+  thread_local std::vector<std::pair<std::array<int64_t, 5>, std::vector<int32_t>>> plans;
+  const std::array<int64_t, 5> key{height, width, kernel, stride, padding};
+  for (const auto& plan : plans)
+    if (plan.first == key) return plan.second;
   const int64_t out_h = (height + 2 * padding - kernel) / stride + 1;
   const int64_t out_w = (width + 2 * padding - kernel) / stride + 1;
-  const std::vector<int64_t> source = indices(order, channels);
-  // Per kernel column, the output columns [first, end) whose input column ox·stride − padding + kj
-  // lies inside the image (computed once: integer division costs more than these tiny copies).
-  std::vector<int64_t> first(kernel), end(kernel);
-  for (int64_t kj = 0; kj < kernel; ++kj) {
-    const int64_t last = width - 1 + padding - kj;
-    first[kj] = std::max<int64_t>(0, (padding - kj + stride - 1) / stride);
-    end[kj] = last < 0 ? 0 : std::min(out_w, last / stride + 1);
-  }
-  // Each output row written once: zeros outside the image, the copy inside (no zero-fill pass first).
-  for (int64_t c = 0; c < channels; ++c) {
-    const float* plane = src + source[c] * height * width;
-    for (int64_t ki = 0; ki < kernel; ++ki)
-      for (int64_t kj = 0; kj < kernel; ++kj) {
-        float* row = dst + ((c * kernel + ki) * kernel + kj) * out_h * out_w;
-        const int64_t x0 = first[kj], x1 = std::max(end[kj], x0);
-        for (int64_t oy = 0; oy < out_h; ++oy) {
-          const int64_t y = oy * stride - padding + ki;
-          float* out = row + oy * out_w;
-          if (y < 0 || y >= height) {
-            std::fill(out, out + out_w, 0.0f);
-            continue;
-          }
-          std::fill(out, out + x0, 0.0f);
-          std::fill(out + x1, out + out_w, 0.0f);
-          const float* in = plane + y * width - padding + kj;
-          if (stride == 1)
-            std::memcpy(out + x0, in + x0, (x1 - x0) * sizeof(float));
-          else
-            for (int64_t ox = x0; ox < x1; ++ox) out[ox] = in[ox * stride];
+  std::vector<int32_t> index;
+  index.reserve(kernel * kernel * out_h * out_w);
+  for (int64_t ki = 0; ki < kernel; ++ki)
+    for (int64_t kj = 0; kj < kernel; ++kj)
+      for (int64_t oy = 0; oy < out_h; ++oy)
+        for (int64_t ox = 0; ox < out_w; ++ox) {
+          const int64_t y = oy * stride - padding + ki, x = ox * stride - padding + kj;
+          const bool inside = y >= 0 && y < height && x >= 0 && x < width;
+          index.push_back(static_cast<int32_t>(inside ? y * width + x : height * width));
         }
-      }
+  plans.emplace_back(key, std::move(index));
+  return plans.back().second;
+}
+
+ACS_VECTOR_CLONES void gather(const float* plane, const std::vector<int32_t>& index, float* dst) {
+  const int32_t* from = index.data();
+  for (size_t e = 0; e < index.size(); ++e) dst[e] = plane[from[e]];
+}
+
+// A grouped k×k conv of small planes: src holds `channels` planes (height × width, each followed
+// by a zero: pitch height·width + 1); patch channel c reads plane order[c] (a permutation between
+// two groupings; identity without). weight (groups, per_out, per_in·k·k), init (per output) or
+// none. Writes out (channels_out rows, pitch out_pitch), ReLU'd with relu. Returns the output size.
+std::pair<int64_t, int64_t> small_conv(const float* src, int64_t channels, int64_t height, int64_t width,
+                                       const Tensor& weight, const float* init, int64_t kernel, int64_t stride,
+                                       int64_t padding, const OptTensor& order, bool relu, float* patches,
+                                       float* out, int64_t out_pitch) {
+  const int64_t out_h = (height + 2 * padding - kernel) / stride + 1;
+  const int64_t out_w = (width + 2 * padding - kernel) / stride + 1;
+  const int64_t pixels = out_h * out_w, taps = kernel * kernel, pitch = height * width + 1;
+  const std::vector<int32_t>& index = patch_index(height, width, kernel, stride, padding);
+  const std::vector<int64_t> source = indices(order, channels);
+  for (int64_t c = 0; c < channels; ++c) gather(src + source[c] * pitch, index, patches + c * taps * pixels);
+  const int64_t groups = weight.size(0), per_out = weight.size(1), depth = weight.size(2);
+  const float* w = weight.data_ptr<float>();
+  std::vector<const float*> a(depth), b(depth);
+  for (int64_t g = 0; g < groups; ++g) {
+    const float* wg = w + g * per_out * depth;
+    for (int64_t k = 0; k < depth; ++k) {
+      a[k] = wg + k;
+      b[k] = patches + (g * depth + k) * pixels;
+    }
+    small_gemm(per_out, pixels, depth, a.data(), depth, b.data(), init ? init + g * per_out : nullptr, relu,
+               out + g * per_out * out_pitch, out_pitch);
   }
+  return {out_h, out_w};
 }
 
 // The buffers of one ACS gate (acs.deploy.gates.ACSGateExec): 1×1 reduce (input-major), grouped
@@ -337,36 +447,31 @@ struct AcsGate {
 // keep. Returns the MACs executed.
 int64_t acs_gate_keep(const AcsGate& gate, const float* xs, int64_t n, int64_t rows, int64_t cols,
                       const std::vector<int64_t>& channel, bool* keep) {
-  const Tensor &reduce = gate.reduce, &wa = gate.wa, &ba = gate.ba, &wb = gate.wb, &wh = gate.wh, &bh = gate.bh;
-  const int64_t ka = gate.ka, sa = gate.sa, pa = gate.pa, kb = gate.kb, sb = gate.sb, pb = gate.pb;
-  const int64_t width = reduce.size(1), outputs = wh.size(0);
-  float* w = scratch(0, n * width);
-  for (int64_t i = 0; i < n; ++i)
-    std::memcpy(w + i * width, reduce.data_ptr<float>() + channel[i] * width, width * sizeof(float));
-  float* h = scratch(1, width * rows * cols);
-  gemm(width, rows * cols, n, w, true, xs, 0.0f, h);
-  int64_t macs = n * width * rows * cols;
-  // conv_a (BN folded in: its bias) and ReLU
-  const int64_t ha = (rows + 2 * pa - ka) / sa + 1, wa_ = (cols + 2 * pa - ka) / sa + 1;
-  const int64_t groups_a = wa.size(0), per_a = wa.size(1), taps_a = wa.size(2);
-  float* patches = scratch(2, width * ka * ka * ha * wa_);
-  im2col(h, width, rows, cols, groups_a, ka, sa, pa, std::nullopt, patches);
-  float* a = scratch(3, width * ha * wa_);
-  for (int64_t c = 0; c < width; ++c) std::fill(a + c * ha * wa_, a + (c + 1) * ha * wa_, ba.data_ptr<float>()[c]);
-  for (int64_t g = 0; g < groups_a; ++g)
-    gemm(per_a, ha * wa_, taps_a, wa.data_ptr<float>() + g * per_a * taps_a, false, patches + g * taps_a * ha * wa_,
-         1.0f, a + g * per_a * ha * wa_);
-  relu(a, width * ha * wa_);
+  const Tensor &reduce = gate.reduce, &wa = gate.wa, &wb = gate.wb, &wh = gate.wh, &bh = gate.bh;
+  const int64_t width = reduce.size(1), outputs = wh.size(0), pixels = rows * cols;
+  // 1×1 reduce, straight from the live rows of the input-major weight; each plane is followed by
+  // a zero, which the convs' patches read in the padding.
+  std::vector<const float*> a(n), b(n);
+  for (int64_t i = 0; i < n; ++i) {
+    a[i] = reduce.data_ptr<float>() + channel[i] * width;
+    b[i] = xs + i * pixels;
+  }
+  float* h = scratch(1, width * (pixels + 1));
+  small_gemm(width, pixels, n, a.data(), 1, b.data(), nullptr, false, h, pixels + 1);
+  for (int64_t c = 0; c < width; ++c) h[c * (pixels + 1) + pixels] = 0.0f;
+  int64_t macs = n * width * pixels;
+  // conv_a (BN folded in: its bias ba) and ReLU
+  const int64_t ha = (rows + 2 * gate.pa - gate.ka) / gate.sa + 1, wa_ = (cols + 2 * gate.pa - gate.ka) / gate.sa + 1;
+  float* conv_a = scratch(3, width * (ha * wa_ + 1));
+  small_conv(h, width, rows, cols, wa, gate.ba.data_ptr<float>(), gate.ka, gate.sa, gate.pa, std::nullopt, true,
+             scratch(2, width * gate.ka * gate.ka * ha * wa_), conv_a, ha * wa_ + 1);
+  for (int64_t c = 0; c < width; ++c) conv_a[c * (ha * wa_ + 1) + ha * wa_] = 0.0f;
   macs += wa.numel() * ha * wa_;
   // conv_b, reading conv_a's outputs in its own grouping's order (mid)
-  const int64_t hb = (ha + 2 * pb - kb) / sb + 1, wb_ = (wa_ + 2 * pb - kb) / sb + 1;
-  const int64_t groups_b = wb.size(0), per_b = wb.size(1), taps_b = wb.size(2);
-  patches = scratch(4, width * kb * kb * hb * wb_);
-  im2col(a, width, ha, wa_, groups_b, kb, sb, pb, gate.mid, patches);
+  const int64_t hb = (ha + 2 * gate.pb - gate.kb) / gate.sb + 1, wb_ = (wa_ + 2 * gate.pb - gate.kb) / gate.sb + 1;
   float* hp = scratch(5, width * hb * wb_);
-  for (int64_t g = 0; g < groups_b; ++g)
-    gemm(per_b, hb * wb_, taps_b, wb.data_ptr<float>() + g * per_b * taps_b, false, patches + g * taps_b * hb * wb_,
-         0.0f, hp + g * per_b * hb * wb_);
+  small_conv(conv_a, width, ha, wa_, wb, nullptr, gate.kb, gate.sb, gate.pb, gate.mid, false,
+             scratch(4, width * gate.kb * gate.kb * hb * wb_), hp, hb * wb_);
   macs += wb.numel() * hb * wb_ + wh.numel();
   // Global pool, head and threshold on a few dozen numbers: loops, not tensor calls.
   std::vector<float> pooled(width, 0.0f);
