@@ -9,6 +9,9 @@
 // as the tensor-operation path; acs/deploy/native/__init__.py registers their FLOP formulas so
 // that torch.utils.flop_counter counts them.
 #include <ATen/ATen.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
@@ -381,6 +384,43 @@ void small_gemm(int64_t rows, int64_t cols, int64_t depth, const float* const* a
   small_gemm_tiles<4>(rows, cols, depth, a, stride, b, init, relu, c, ldc);
 }
 
+// out[r·ldc + q] = init[r] (0 without) + a[r] · b[q] (dot products of length depth: a's rows, depth
+// apart; b's rows, ldb apart), ReLU'd with relu: the products with fewer columns than a register
+// tile (the gates' convs on the smallest maps), summed across vector lanes.
+inline __attribute__((always_inline)) void dot_rows_body(int64_t rows, int64_t cols, int64_t depth, const float* a,
+                                                         const float* b, int64_t ldb, const float* init, bool relu,
+                                                         float* out, int64_t ldc) {
+  const int64_t full = depth - depth % 8;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t q = 0; q < cols; ++q) {
+      const float *x = a + r * depth, *y = b + q * ldb;
+      Vec8 acc{};
+      for (int64_t k = 0; k < full; k += 8)
+        acc += *reinterpret_cast<const Vec8*>(x + k) * *reinterpret_cast<const Vec8*>(y + k);
+      float sum = init ? init[r] : 0.0f;
+      for (int64_t j = 0; j < 8; ++j) sum += acc[j];
+      for (int64_t k = full; k < depth; ++k) sum += x[k] * y[k];
+      out[r * ldc + q] = relu ? std::max(sum, 0.0f) : sum;
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target("avx2,fma"))) void dot_rows_avx2(int64_t rows, int64_t cols, int64_t depth, const float* a,
+                                                       const float* b, int64_t ldb, const float* init, bool relu,
+                                                       float* out, int64_t ldc) {
+  dot_rows_body(rows, cols, depth, a, b, ldb, init, relu, out, ldc);
+}
+#endif
+
+void dot_rows(int64_t rows, int64_t cols, int64_t depth, const float* a, const float* b, int64_t ldb,
+              const float* init, bool relu, float* out, int64_t ldc) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) return dot_rows_avx2(rows, cols, depth, a, b, ldb, init, relu, out, ldc);
+#endif
+  dot_rows_body(rows, cols, depth, a, b, ldb, init, relu, out, ldc);
+}
+
 // Where each entry of a k×k conv's patches comes from, for a single-channel plane of height ×
 // width stored with one zero after it (at index height·width): (kernel row, kernel column,
 // output pixel) → index into that plane, the zero for taps in the padding. Computed once per
@@ -407,9 +447,24 @@ const std::vector<int32_t>& patch_index(int64_t height, int64_t width, int64_t k
   return plans.back().second;
 }
 
-ACS_VECTOR_CLONES void gather(const float* plane, const std::vector<int32_t>& index, float* dst) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target("avx2"))) void gather_avx2(const float* plane, const int32_t* from, int64_t size, float* dst) {
+  int64_t e = 0;
+  for (; e + 8 <= size; e += 8)  // the compilers' cost models rarely choose the gather instruction themselves
+    _mm256_storeu_ps(dst + e, _mm256_i32gather_ps(plane, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from + e)), 4));
+  for (; e < size; ++e) dst[e] = plane[from[e]];
+}
+#endif
+
+// dst[e] = plane[index[e]]: a conv's patches of one channel.
+void gather(const float* plane, const std::vector<int32_t>& index, float* dst) {
   const int32_t* from = index.data();
-  for (size_t e = 0; e < index.size(); ++e) dst[e] = plane[from[e]];
+  const int64_t size = static_cast<int64_t>(index.size());
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return gather_avx2(plane, from, size, dst);
+#endif
+  for (int64_t e = 0; e < size; ++e) dst[e] = plane[from[e]];
 }
 
 // A grouped k×k conv of small planes: src holds `channels` planes (height × width, each followed
@@ -425,9 +480,21 @@ std::pair<int64_t, int64_t> small_conv(const float* src, int64_t channels, int64
   const int64_t pixels = out_h * out_w, taps = kernel * kernel, pitch = height * width + 1;
   const std::vector<int32_t>& index = patch_index(height, width, kernel, stride, padding);
   const std::vector<int64_t> source = indices(order, channels);
-  for (int64_t c = 0; c < channels; ++c) gather(src + source[c] * pitch, index, patches + c * taps * pixels);
   const int64_t groups = weight.size(0), per_out = weight.size(1), depth = weight.size(2);
   const float* w = weight.data_ptr<float>();
+  if (pixels < 16) {  // too few for a register tile: patches pixel-major, one dot product per output
+    const int64_t row = channels * taps;
+    for (int64_t c = 0; c < channels; ++c) {
+      const float* plane = src + source[c] * pitch;
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t q = 0; q < pixels; ++q) patches[q * row + c * taps + t] = plane[index[t * pixels + q]];
+    }
+    for (int64_t g = 0; g < groups; ++g)
+      dot_rows(per_out, pixels, depth, w + g * per_out * depth, patches + g * depth, row,
+               init ? init + g * per_out : nullptr, relu, out + g * per_out * out_pitch, out_pitch);
+    return {out_h, out_w};
+  }
+  for (int64_t c = 0; c < channels; ++c) gather(src + source[c] * pitch, index, patches + c * taps * pixels);
   std::vector<const float*> a(depth), b(depth);
   for (int64_t g = 0; g < groups; ++g) {
     const float* wg = w + g * per_out * depth;
