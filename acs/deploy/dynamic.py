@@ -384,6 +384,13 @@ class _HeadExec(nn.Module):
         return torch.addmm(bias, h[None], weight), weight.numel()
 
 
+class _NativeHeadExec(_HeadExec):
+    """The same classifier as one call (``torch.ops.acs.head``)."""
+
+    def forward(self, x: Tensor, alive: Optional[Tensor]) -> Tuple[Tensor, int]:
+        return torch.ops.acs.head(x, alive, self.bn, self.weight, self.bias, self.dead_bias)
+
+
 class _BlockExec(nn.Module):
     """A dense block and the transition after it (if any), for one sample. The live channels
     accumulate in one buffer per block (and, for the gates, a second one with what they read of
@@ -501,7 +508,7 @@ class DynamicDenseNet(nn.Module):
         gated = any(layer.gate is not None for block in model.blocks for layer in block)
         transitions = list(model.transitions) + [None] * (len(model.blocks) - len(model.transitions))
         self.blocks = nn.ModuleList(_BlockExec(b, t, gated, native) for b, t in zip(model.blocks, transitions))
-        self.head = _HeadExec(model.norm, model.fc)
+        self.head = (_NativeHeadExec if native else _HeadExec)(model.norm, model.fc)
         gates = [layer.gate for block in self.blocks for layer in block.layers if layer.gate is not None]
         self.mask_sizes = [gate.out_channels for gate in gates]
         geometries = {tuple(gate.convs) for gate in gates}  # (kernel, stride, padding) of each gate conv

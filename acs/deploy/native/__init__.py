@@ -1,6 +1,8 @@
-"""The DenseNet executor's fused CPU kernels (``executor.cpp``): one call per dense layer, its ACS
-gate included (``torch.ops.acs.dense_layer``), and one per transition (``torch.ops.acs.transition``),
-instead of a few dozen small tensor operations, whose per-call overhead dominates at batch 1.
+"""The DenseNet executor's fused CPU kernels (``executor.cpp``): one call per dense block, its
+layers' ACS gates included (``torch.ops.acs.dense_block``; ``torch.ops.acs.dense_layer`` per layer
+where another gate design runs before the layer), one per transition (``torch.ops.acs.transition``)
+and one for the classifier (``torch.ops.acs.head``), instead of a few dozen small tensor operations
+per layer, whose per-call overhead dominates at batch 1.
 
 Compiled on first use with the C++ compiler that :mod:`torch.utils.cpp_extension` finds (about
 15 s), then cached in its build folder (``TORCH_EXTENSIONS_DIR``, by default under
@@ -161,6 +163,10 @@ def _register_flop_formulas() -> None:
     @register_flop_formula(torch.ops.acs.transition, get_raw=True)
     def transition_flops(x, height, width, alive, bn, weight, dead_bias, pool, out_val=None, **kwargs) -> int:
         return 2 * x.shape[0] * weight.shape[1] * height * width  # the 1×1 conv over the live inputs
+
+    @register_flop_formula(torch.ops.acs.head, get_raw=True)
+    def head_flops(x, alive, bn, weight, bias, dead_bias, out_val=None, **kwargs) -> int:
+        return 2 * x.shape[0] * weight.shape[1]  # the linear layer over the live channels
 
 
 __all__ = ["NativeUnavailable", "available", "library", "load"]

@@ -1,5 +1,6 @@
 // Fused per-sample kernels of the DenseNet executor (acs/deploy/dynamic.py), registered as the
-// operators torch.ops.acs.dense_layer (one dense layer with its ACS gate) and torch.ops.acs.transition.
+// operators torch.ops.acs.dense_layer (one dense layer with its ACS gate), torch.ops.acs.dense_block
+// (a block of them in one call), torch.ops.acs.transition and torch.ops.acs.head (the classifier).
 //
 // At batch 1 a gated layer is a few dozen small tensor operations (gathers of the live rows of the
 // weights, BN-ReLU, the dead-channel fold, GEMM, col2im, the summary update), and their per-call
@@ -689,6 +690,42 @@ std::tuple<Tensor, int64_t> transition(const Tensor& x, int64_t height, int64_t 
   return {out, n * outputs * hw};
 }
 
+// The classifier of one sample: BN-ReLU of the n live channels x (n × H·W; channel c live where
+// alive[c], all without alive), global average pool, linear layer over their weight rows
+// (weight: channels × classes, input-major) with the dead channels' constant added to the bias
+// (dead_bias: channels × classes). Returns (1 × classes logits, MACs).
+std::tuple<Tensor, int64_t> head(const Tensor& x, const OptTensor& alive, const Tensor& bn, const Tensor& weight,
+                                 const Tensor& bias, const Tensor& dead_bias) {
+  for (const Tensor* t : {&x, &bn, &weight, &bias, &dead_bias}) check_float(*t, "head operands");
+  const int64_t channels = weight.size(0), classes = weight.size(1), n = x.size(0), hw = x.size(1);
+  std::vector<int64_t> channel, skipped;
+  if (alive.has_value()) {
+    TORCH_CHECK(alive->scalar_type() == at::kBool && alive->is_contiguous() && alive->numel() == channels,
+                "alive must be a contiguous bool mask of the head's inputs");
+    const bool* liveness = alive->data_ptr<bool>();
+    for (int64_t c = 0; c < channels; ++c) (liveness[c] ? channel : skipped).push_back(c);
+  } else {
+    channel = indices(std::nullopt, channels);
+  }
+  TORCH_CHECK(static_cast<int64_t>(channel.size()) == n, "alive marks ", channel.size(), " live channels, x holds ", n);
+  Tensor out = at::empty({1, classes}, x.options());
+  float* logits = out.data_ptr<float>();
+  std::memcpy(logits, bias.data_ptr<float>(), classes * sizeof(float));
+  const float* folds = dead_bias.data_ptr<float>();
+  for (int64_t d : skipped)
+    for (int64_t j = 0; j < classes; ++j) logits[j] += folds[d * classes + j];
+  const float *scale = bn.data_ptr<float>(), *shift = scale + bn.size(1), *w = weight.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = x.data_ptr<float>() + i * hw;
+    const float a = scale[channel[i]], b = shift[channel[i]];
+    float sum = 0.0f;
+    for (int64_t p = 0; p < hw; ++p) sum += std::max(row[p] * a + b, 0.0f);
+    const float pooled = sum / static_cast<float>(hw);
+    for (int64_t j = 0; j < classes; ++j) logits[j] += pooled * w[channel[i] * classes + j];
+  }
+  return {out, n * classes};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(acs, m) {
@@ -703,10 +740,12 @@ TORCH_LIBRARY(acs, m) {
   m.def(
       "transition(Tensor x, int height, int width, Tensor? alive, Tensor bn, Tensor weight, Tensor dead_bias, "
       "bool pool) -> (Tensor, int)");
+  m.def("head(Tensor x, Tensor? alive, Tensor bn, Tensor weight, Tensor bias, Tensor dead_bias) -> (Tensor, int)");
 }
 
 TORCH_LIBRARY_IMPL(acs, CPU, m) {
   m.impl("dense_layer", &dense_layer);
   m.impl("dense_block", &dense_block);
   m.impl("transition", &transition);
+  m.impl("head", &head);
 }
