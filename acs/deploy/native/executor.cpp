@@ -21,6 +21,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -428,7 +429,8 @@ void dot_rows(int64_t rows, int64_t cols, int64_t depth, const float* a, const f
 // geometry and thread.
 const std::vector<int32_t>& patch_index(int64_t height, int64_t width, int64_t kernel, int64_t stride,
                                         int64_t padding) {
-  thread_local std::vector<std::pair<std::array<int64_t, 5>, std::vector<int32_t>>> plans;
+  // A deque: adding a plan keeps the references to the others valid.
+  thread_local std::deque<std::pair<std::array<int64_t, 5>, std::vector<int32_t>>> plans;
   const std::array<int64_t, 5> key{height, width, kernel, stride, padding};
   for (const auto& plan : plans)
     if (plan.first == key) return plan.second;
