@@ -16,10 +16,11 @@ Weights whose input channels get sliced per sample are stored input-major (rows 
 channels), because gathering whole rows is the cheapest slice.
 
 The liveness of a block's channels is one bool buffer that each layer's gate decision is written
-into (the block's keep-masks are slices of it). With ``native`` (CPU), each layer with its ACS gate,
-and each transition, is one call of a compiled kernel over these same buffers
-(:class:`_NativeDenseLayerExec`, :mod:`acs.deploy.native`); the tensor-operation path stays for
-other devices and machines where the kernels cannot be built.
+into (the block's keep-masks are slices of it). With ``native`` (CPU), each layer with its ACS gate
+is one call of a compiled kernel over these same buffers (:class:`_NativeDenseLayerExec`,
+:mod:`acs.deploy.native`), a block whose gates are all ACS (or none) is one call for all its
+layers, and each transition and the classifier are one call each; the tensor-operation path stays
+for other devices and machines where the kernels cannot be built.
 """
 
 from __future__ import annotations
