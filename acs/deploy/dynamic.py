@@ -258,7 +258,6 @@ class _NativeDenseLayerExec(_DenseLayerExec):
 
     def __init__(self, layer: DenseLayer, gated_model: bool) -> None:
         super().__init__(layer, gated_model)
-        self.table = None  # the kernel folds dead inputs from w2's own rows, in the pass that gathers the live ones
         gate = self.gate if type(self.gate) is ACSGateExec else None
         names = ["reduce", "wa", "ba", "mid", "wb", "wh", "bh"]
         for name in names:  # the fused gate's buffers (None: no gate, or one run before the call)
@@ -298,6 +297,7 @@ class _NativeDenseLayerExec(_DenseLayerExec):
             self.b1,
             self.c1,
             self.w2,
+            self.table,
             self.in_idx,
             self.gate_reduce,
             self.gate_wa,
@@ -447,7 +447,7 @@ class _BlockExec(nn.Module):
         for layer in self.layers:
             in_channels.append(layer.in_channels)
             layer_buffers: List[Optional[Tensor]] = [
-                layer.bn1, layer.w1, layer.b1, layer.c1, layer.w2, layer.in_idx, layer.gate_reduce,
+                layer.bn1, layer.w1, layer.b1, layer.c1, layer.w2, layer.table, layer.in_idx, layer.gate_reduce,
                 layer.gate_wa, layer.gate_ba, layer.gate_mid, layer.gate_wb, layer.gate_wh, layer.gate_bh,
             ]  # fmt: skip
             buffers.extend(layer_buffers)

@@ -144,7 +144,7 @@ def _growth(w2, in_idx) -> int:
 def _register_flop_formulas() -> None:
     @register_flop_formula(torch.ops.acs.dense_layer, get_raw=True)
     def dense_layer_flops(feat, summary, alive, n, offset, reads, height, width, keep, factor, bn, w1, b1, c1, w2,
-                          in_idx, reduce, wa, ba, mid, wb, wh, bh, gate_convs, out_val=None,
+                          table, in_idx, reduce, wa, ba, mid, wb, wh, bh, gate_convs, out_val=None,
                           **kwargs) -> int:  # fmt: skip
         kept = int(alive[offset : offset + _growth(w2, in_idx)].sum())  # the decision, written by the call
         return 2 * _layer_macs(n, kept, height, width, w1, w2, in_idx, reduce, wa, wb, wh, gate_convs)
@@ -155,7 +155,7 @@ def _register_flop_formulas() -> None:
         alive = out_val[1]  # the block's liveness, as its layers decided it
         macs = 0
         for layer, offset in enumerate(in_channels):
-            bn, w1, b1, c1, w2, in_idx, reduce, wa, ba, mid, wb, wh, bh = buffers[13 * layer : 13 * layer + 13]
+            bn, w1, b1, c1, w2, table, in_idx, reduce, wa, ba, mid, wb, wh, bh = buffers[14 * layer : 14 * layer + 14]
             n, kept = int(alive[:offset].sum()), int(alive[offset : offset + _growth(w2, in_idx)].sum())
             macs += _layer_macs(n, kept, height, width, w1, w2, in_idx, reduce, wa, wb, wh, gate_convs)
         return 2 * macs

@@ -166,9 +166,9 @@ int64_t acs_gate_keep(const AcsGate& gate, const float* xs, int64_t n, int64_t r
 // ones are folded as constants), decides which outputs it keeps (its ACS gate, when gate is given;
 // else keep, or all), writes that decision to alive[offset:], computes the kept outputs and
 // writes them to feat[n:] (times factor, if any) and what the gates read of them to summary[n:].
-// The 3×3 conv is "dense" (w2: inputs × growth × 9, every input feeds every output; a dead input
-// c adds relu(shift_c)·w2[c] per output and kernel position, folded from the same weight rows in
-// the pass that gathers the live ones) or, with in_idx, "stacked" (each output with
+// The 3×3 conv is "dense" (w2: inputs × growth × 9, every input feeds every output; table: what a
+// dead input adds per output and kernel position, summed in the pass that gathers the live inputs'
+// weight rows) or, with in_idx, "stacked" (each output with
 // its own group's inputs: in_idx growth × P, w2 growth × 9 × P). An optional bottleneck (w1
 // inputs × B with BN folded in, b1, c1 the dead inputs' fold) sits before it. Returns (live
 // channels after the layer, MACs executed, the gate's included).
@@ -176,7 +176,7 @@ std::tuple<int64_t, int64_t> dense_layer_impl(Tensor& feat, Tensor& summary, Ten
                                               int64_t reads, int64_t height, int64_t width, const OptTensor& keep,
                                               const OptTensor& factor, const Tensor& bn, const OptTensor& w1,
                                               const OptTensor& b1, const OptTensor& c1, const Tensor& w2,
-                                              const OptTensor& in_idx, const AcsGate* gate) {
+                                              const OptTensor& table, const OptTensor& in_idx, const AcsGate* gate) {
   check_float(feat, "feat");
   check_float(bn, "bn");
   check_float(w2, "w2");
@@ -209,7 +209,7 @@ std::tuple<int64_t, int64_t> dense_layer_impl(Tensor& feat, Tensor& summary, Ten
   const int64_t k = static_cast<int64_t>(kept.size());
   TORCH_CHECK(n + k <= feat.size(0), "feat has no room for the layer's outputs");
   if (k == 0) return {n, macs};
-  for (const OptTensor* t : {&w1, &b1, &c1, &factor})
+  for (const OptTensor* t : {&w1, &b1, &c1, &table, &factor})
     if (t->has_value()) check_float(**t, "layer buffers");
 
   float* h = scratch(0, n * hw);
@@ -254,19 +254,19 @@ std::tuple<int64_t, int64_t> dense_layer_impl(Tensor& feat, Tensor& summary, Ten
       for (int64_t i = 0; i < inputs; ++i)
         for (int64_t o = 0; o < k; ++o)
           std::memcpy(rows + (i * k + o) * 9, w + (i * growth + kept[o]) * 9, 9 * sizeof(float));
-    } else {  // one pass over the weight rows in channel order: live ones gathered, dead ones folded
-      const float* shift = bn.data_ptr<float>() + bn.size(1);
-      if (!skipped.empty()) constant.assign(k * 9, 0.0f);
+    } else {  // one pass over the input channels in order: live ones' weight rows gathered, dead ones folded
+      const bool fold = table.has_value() && !skipped.empty();
+      if (fold) constant.assign(k * 9, 0.0f);
       for (int64_t c = 0, i = 0; c < offset; ++c) {
-        const float* src = w + c * growth * 9;
         if (liveness[c]) {
+          const float* src = w + c * growth * 9;
           for (int64_t o = 0; o < k; ++o) std::memcpy(rows + (i * k + o) * 9, src + kept[o] * 9, 9 * sizeof(float));
           ++i;
-          continue;
+        } else if (fold) {
+          const float* t = table->data_ptr<float>() + c * growth * 9;
+          for (int64_t o = 0; o < k; ++o)
+            for (int64_t j = 0; j < 9; ++j) constant[o * 9 + j] += t[kept[o] * 9 + j];
         }
-        const float value = std::max(shift[c], 0.0f);  // the dead channel after BN-ReLU, everywhere
-        for (int64_t o = 0; o < k; ++o)
-          for (int64_t j = 0; j < 9; ++j) constant[o * 9 + j] += src[kept[o] * 9 + j] * value;
       }
     }
     gemm(k * 9, hw, inputs, rows, true, h, 0.0f, z);
@@ -581,13 +581,13 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, Tensor ali
                                          int64_t reads, int64_t height, int64_t width, const OptTensor& keep,
                                          const OptTensor& factor, const Tensor& bn, const OptTensor& w1,
                                          const OptTensor& b1, const OptTensor& c1, const Tensor& w2,
-                                         const OptTensor& in_idx, const OptTensor& reduce,
+                                         const OptTensor& table, const OptTensor& in_idx, const OptTensor& reduce,
                                          const OptTensor& wa, const OptTensor& ba, const OptTensor& mid,
                                          const OptTensor& wb, const OptTensor& wh, const OptTensor& bh,
                                          at::IntArrayRef gate_convs) {
   if (!reduce.has_value())
     return dense_layer_impl(feat, summary, alive, n, offset, reads, height, width, keep, factor, bn, w1, b1, c1, w2,
-                            in_idx, nullptr);
+                            table, in_idx, nullptr);
   TORCH_CHECK(wa.has_value() && ba.has_value() && wb.has_value() && wh.has_value() && bh.has_value() &&
                   gate_convs.size() == 6,
               "an ACS gate needs reduce, wa, ba, wb, wh, bh and the geometry of its two convs");
@@ -595,16 +595,16 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, Tensor ali
                      gate_convs[3], gate_convs[4], gate_convs[5]};
   for (const Tensor* t : {&gate.reduce, &gate.wa, &gate.ba, &gate.wb, &gate.wh, &gate.bh}) check_float(*t, "gate buffers");
   return dense_layer_impl(feat, summary, alive, n, offset, reads, height, width, keep, factor, bn, w1, b1, c1, w2,
-                          in_idx, &gate);
+                          table, in_idx, &gate);
 }
 
 // Buffers per layer in dense_block's list, in this order (acs/deploy/dynamic.py builds it).
-constexpr int64_t kLayerBuffers = 13;
+constexpr int64_t kLayerBuffers = 14;
 
 // A whole dense block of one sample, one call instead of one per layer (whose dispatch and
 // TorchScript overhead costs about as much as a gated layer's arithmetic at batch 1): the block
 // input x (n × H·W, every channel live), then each layer as dense_layer with its ACS gate (or
-// none), its buffers in `buffers` (kLayerBuffers per layer: bn, w1, b1, c1, w2, in_idx,
+// none), its buffers in `buffers` (kLayerBuffers per layer: bn, w1, b1, c1, w2, table, in_idx,
 // reduce, wa, ba, mid, wb, wh, bh) and its input channel count in in_channels. reads: what the
 // gates read (kSummaryInput: no gate). Returns the live channels (n' × H·W), the liveness of all
 // `channels` of the block, and the MACs executed.
@@ -635,7 +635,7 @@ std::tuple<Tensor, Tensor, int64_t> dense_block(const Tensor& x, int64_t height,
     TORCH_CHECK(b[0].has_value() && b[4].has_value(), "dense_block: a layer without bn or w2");
     const auto [live, m] = dense_layer(feat, summary, alive, n, in_channels[l], reads, height, width, std::nullopt,
                                        std::nullopt, *b[0], b[1], b[2], b[3], *b[4], b[5], b[6], b[7], b[8], b[9],
-                                       b[10], b[11], b[12], gate_convs);
+                                       b[10], b[11], b[12], b[13], gate_convs);
     n = live;
     macs += m;
   }
@@ -734,7 +734,7 @@ TORCH_LIBRARY(acs, m) {
   m.def(
       "dense_layer(Tensor(a!) feat, Tensor(b!) summary, Tensor(c!) alive, int n, int offset, int reads, int height, "
       "int width, Tensor? keep, Tensor? factor, Tensor bn, Tensor? w1, Tensor? b1, Tensor? c1, Tensor w2, "
-      "Tensor? in_idx, Tensor? reduce, Tensor? wa, Tensor? ba, Tensor? mid, Tensor? wb, Tensor? wh, "
+      "Tensor? table, Tensor? in_idx, Tensor? reduce, Tensor? wa, Tensor? ba, Tensor? mid, Tensor? wb, Tensor? wh, "
       "Tensor? bh, int[] gate_convs) -> (int, int)");
   m.def(
       "dense_block(Tensor x, int height, int width, int reads, int channels, int[] in_channels, Tensor?[] buffers, "
