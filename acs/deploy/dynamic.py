@@ -16,10 +16,11 @@ Weights whose input channels get sliced per sample are stored input-major (rows 
 channels), because gathering whole rows is the cheapest slice.
 
 The liveness of a block's channels is one bool buffer that each layer's gate decision is written
-into (the block's keep-masks are slices of it). With ``native`` (CPU), each layer with its ACS gate,
-and each transition, is one call of a compiled kernel over these same buffers
-(:class:`_NativeDenseLayerExec`, :mod:`acs.deploy.native`); the tensor-operation path stays for
-other devices and machines where the kernels cannot be built.
+into (the block's keep-masks are slices of it). With ``native`` (CPU), each layer with its ACS gate
+is one call of a compiled kernel over these same buffers (:class:`_NativeDenseLayerExec`,
+:mod:`acs.deploy.native`), a block whose gates are all ACS (or none) is one call for all its
+layers, and each transition and the classifier are one call each; the tensor-operation path stays
+for other devices and machines where the kernels cannot be built.
 """
 
 from __future__ import annotations
@@ -384,10 +385,21 @@ class _HeadExec(nn.Module):
         return torch.addmm(bias, h[None], weight), weight.numel()
 
 
+class _NativeHeadExec(_HeadExec):
+    """The same classifier as one call (``torch.ops.acs.head``)."""
+
+    def forward(self, x: Tensor, alive: Optional[Tensor]) -> Tuple[Tensor, int]:
+        return torch.ops.acs.head(x, alive, self.bn, self.weight, self.bias, self.dead_bias)
+
+
 class _BlockExec(nn.Module):
     """A dense block and the transition after it (if any), for one sample. The live channels
     accumulate in one buffer per block (and, for the gates, a second one with what they read of
-    them), so that each layer writes only its new outputs instead of concatenating all features again."""
+    them), so that each layer writes only its new outputs instead of concatenating all features again.
+    Natively, where every gate runs inside the layer kernel, the whole block is one call
+    (``torch.ops.acs.dense_block``)."""
+
+    __annotations__ = {"gate_convs": List[int]}  # a type, not the string that postponed annotations make
 
     def __init__(self, layers: nn.ModuleList, transition: Optional[Transition], gated: bool, native: bool) -> None:
         super().__init__()
@@ -405,10 +417,54 @@ class _BlockExec(nn.Module):
         self.reads = reads.pop() if reads else gate_base.SUMMARY_INPUT
         for layer in self.layers:
             layer.reads = self.reads
+        self.gate_convs = []  # of the layers' ACS gates, for the single call
+        if native and all(layer.gate is None or layer.gate_reduce is not None for layer in self.layers):
+            # Every gate runs inside the layer kernel (ACS, or none): the block is one call. The
+            # attribute exists only then, so that TorchScript compiles the other path away.
+            self.one_call = True
+            self.gate_convs = next((layer.gate_convs for layer in self.layers if layer.gate is not None), [])
+        self.all_gated = all(layer.gate is not None for layer in self.layers)  # masks: one slice of the liveness
+        self.first_output = self.layers[0].in_channels
 
     def forward(
         self, x: Tensor, height: int, width: int, plans: List[Tensor]
     ) -> Tuple[Tensor, int, int, Optional[Tensor], int, List[Tensor]]:
+        if hasattr(self, "one_call"):
+            x, alive, macs, keeps = self._one_call(x, height, width)
+        else:
+            x, alive, macs, keeps = self._per_layer(x, height, width, plans)
+        skipped: Optional[Tensor] = alive if self.gated else None
+        if self.transition is not None:
+            x, m = self.transition(x, height, width, skipped)
+            height, width, skipped, macs = x.shape[1], x.shape[2], None, macs + m
+            x = x.view(x.shape[0], -1)
+        return x, height, width, skipped, macs, keeps
+
+    def _one_call(self, x: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor, int, List[Tensor]]:
+        """The block's layers as one call of ``torch.ops.acs.dense_block``, with every layer's buffers."""
+        buffers: List[Optional[Tensor]] = []
+        in_channels: List[int] = []
+        for layer in self.layers:
+            in_channels.append(layer.in_channels)
+            layer_buffers: List[Optional[Tensor]] = [
+                layer.bn1, layer.w1, layer.b1, layer.c1, layer.w2, layer.table, layer.in_idx, layer.gate_reduce,
+                layer.gate_wa, layer.gate_ba, layer.gate_mid, layer.gate_wb, layer.gate_wh, layer.gate_bh,
+            ]  # fmt: skip
+            buffers.extend(layer_buffers)
+        x, alive, macs = torch.ops.acs.dense_block(
+            x, height, width, self.reads, self.channels, in_channels, buffers, self.gate_convs
+        )
+        if self.all_gated:
+            return x, alive, macs, [alive[self.first_output :]]
+        keeps: List[Tensor] = []
+        for gated in self.layers:
+            if gated.gate is not None:
+                keeps.append(alive[gated.in_channels : gated.in_channels + gated.growth])
+        return x, alive, macs, keeps
+
+    def _per_layer(
+        self, x: Tensor, height: int, width: int, plans: List[Tensor]
+    ) -> Tuple[Tensor, Tensor, int, List[Tensor]]:
         n = x.shape[0]
         feat = x.new_empty((self.channels, height * width))
         feat[:n].copy_(x)
@@ -425,13 +481,7 @@ class _BlockExec(nn.Module):
             macs += m
             if layer.gate is not None:
                 keeps.append(alive[layer.in_channels : layer.in_channels + layer.growth])
-        x = feat[:n]
-        skipped: Optional[Tensor] = alive if self.gated else None
-        if self.transition is not None:
-            x, m = self.transition(x, height, width, skipped)
-            height, width, skipped, macs = x.shape[1], x.shape[2], None, macs + m
-            x = x.view(x.shape[0], -1)
-        return x, height, width, skipped, macs, keeps
+        return feat[:n], alive, macs, keeps
 
 
 class DynamicDenseNet(nn.Module):
@@ -459,7 +509,7 @@ class DynamicDenseNet(nn.Module):
         gated = any(layer.gate is not None for block in model.blocks for layer in block)
         transitions = list(model.transitions) + [None] * (len(model.blocks) - len(model.transitions))
         self.blocks = nn.ModuleList(_BlockExec(b, t, gated, native) for b, t in zip(model.blocks, transitions))
-        self.head = _HeadExec(model.norm, model.fc)
+        self.head = (_NativeHeadExec if native else _HeadExec)(model.norm, model.fc)
         gates = [layer.gate for block in self.blocks for layer in block.layers if layer.gate is not None]
         self.mask_sizes = [gate.out_channels for gate in gates]
         geometries = {tuple(gate.convs) for gate in gates}  # (kernel, stride, padding) of each gate conv

@@ -1,6 +1,8 @@
-"""The DenseNet executor's fused CPU kernels (``executor.cpp``): one call per dense layer, its ACS
-gate included (``torch.ops.acs.dense_layer``), and one per transition (``torch.ops.acs.transition``),
-instead of a few dozen small tensor operations, whose per-call overhead dominates at batch 1.
+"""The DenseNet executor's fused CPU kernels (``executor.cpp``): one call per dense block, its
+layers' ACS gates included (``torch.ops.acs.dense_block``; ``torch.ops.acs.dense_layer`` per layer
+where another gate design runs before the layer), one per transition (``torch.ops.acs.transition``)
+and one for the classifier (``torch.ops.acs.head``), instead of a few dozen small tensor operations
+per layer, whose per-call overhead dominates at batch 1.
 
 Compiled on first use with the C++ compiler that :mod:`torch.utils.cpp_extension` finds (about
 15 s), then cached in its build folder (``TORCH_EXTENSIONS_DIR``, by default under
@@ -113,34 +115,58 @@ def available() -> bool:
     return True
 
 
+def _layer_macs(n, kept, height, width, w1, w2, in_idx, reduce, wa, wb, wh, gate_convs) -> int:
+    """The MACs of one dense layer with ``n`` live inputs and ``kept`` outputs, its ACS gate (``reduce``
+    etc., or None) included, from its operands' shapes."""
+    macs = 0
+    if reduce is not None:  # the ACS gate, on the stride-2 map of the n live inputs
+        ka, sa, pa, kb, sb, pb = gate_convs
+        rows, cols = (height + 1) // 2, (width + 1) // 2
+        macs += n * reduce.shape[1] * rows * cols
+        rows, cols = (rows + 2 * pa - ka) // sa + 1, (cols + 2 * pa - ka) // sa + 1
+        macs += wa.numel() * rows * cols
+        rows, cols = (rows + 2 * pb - kb) // sb + 1, (cols + 2 * pb - kb) // sb + 1
+        macs += wb.numel() * rows * cols + wh.numel()
+    if kept == 0:
+        return macs
+    pixels, inputs = height * width, n
+    if w1 is not None:  # the 1×1 bottleneck over the live inputs
+        inputs = w1.shape[1]
+        macs += n * inputs * pixels
+    per_output = in_idx.shape[1] if in_idx is not None else inputs
+    return macs + kept * 9 * per_output * pixels
+
+
+def _growth(w2, in_idx) -> int:
+    return w2.shape[0] if in_idx is not None else w2.shape[1]
+
+
 def _register_flop_formulas() -> None:
     @register_flop_formula(torch.ops.acs.dense_layer, get_raw=True)
     def dense_layer_flops(feat, summary, alive, n, offset, reads, height, width, keep, factor, bn, w1, b1, c1, w2,
                           table, in_idx, reduce, wa, ba, mid, wb, wh, bh, gate_convs, out_val=None,
                           **kwargs) -> int:  # fmt: skip
-        growth = w2.shape[0] if in_idx is not None else w2.shape[1]
+        kept = int(alive[offset : offset + _growth(w2, in_idx)].sum())  # the decision, written by the call
+        return 2 * _layer_macs(n, kept, height, width, w1, w2, in_idx, reduce, wa, wb, wh, gate_convs)
+
+    @register_flop_formula(torch.ops.acs.dense_block, get_raw=True)
+    def dense_block_flops(x, height, width, reads, channels, in_channels, buffers, gate_convs, out_val=None,
+                          **kwargs) -> int:  # fmt: skip
+        alive = out_val[1]  # the block's liveness, as its layers decided it
         macs = 0
-        if reduce is not None:  # the ACS gate, on the stride-2 map of the n live inputs
-            ka, sa, pa, kb, sb, pb = gate_convs
-            rows, cols = (height + 1) // 2, (width + 1) // 2
-            macs += n * reduce.shape[1] * rows * cols
-            rows, cols = (rows + 2 * pa - ka) // sa + 1, (cols + 2 * pa - ka) // sa + 1
-            macs += wa.numel() * rows * cols
-            rows, cols = (rows + 2 * pb - kb) // sb + 1, (cols + 2 * pb - kb) // sb + 1
-            macs += wb.numel() * rows * cols + wh.numel()
-        kept = int(alive[offset : offset + growth].sum())  # the decision, written by the call
-        if kept == 0:
-            return 2 * macs
-        pixels, inputs = height * width, n
-        if w1 is not None:  # the 1×1 bottleneck over the live inputs
-            inputs = w1.shape[1]
-            macs += n * inputs * pixels
-        per_output = in_idx.shape[1] if in_idx is not None else inputs
-        return 2 * (macs + kept * 9 * per_output * pixels)
+        for layer, offset in enumerate(in_channels):
+            bn, w1, b1, c1, w2, table, in_idx, reduce, wa, ba, mid, wb, wh, bh = buffers[14 * layer : 14 * layer + 14]
+            n, kept = int(alive[:offset].sum()), int(alive[offset : offset + _growth(w2, in_idx)].sum())
+            macs += _layer_macs(n, kept, height, width, w1, w2, in_idx, reduce, wa, wb, wh, gate_convs)
+        return 2 * macs
 
     @register_flop_formula(torch.ops.acs.transition, get_raw=True)
     def transition_flops(x, height, width, alive, bn, weight, dead_bias, pool, out_val=None, **kwargs) -> int:
         return 2 * x.shape[0] * weight.shape[1] * height * width  # the 1×1 conv over the live inputs
+
+    @register_flop_formula(torch.ops.acs.head, get_raw=True)
+    def head_flops(x, alive, bn, weight, bias, dead_bias, out_val=None, **kwargs) -> int:
+        return 2 * x.shape[0] * weight.shape[1]  # the linear layer over the live channels
 
 
 __all__ = ["NativeUnavailable", "available", "library", "load"]

@@ -1,5 +1,6 @@
 // Fused per-sample kernels of the DenseNet executor (acs/deploy/dynamic.py), registered as the
-// operators torch.ops.acs.dense_layer (one dense layer with its ACS gate) and torch.ops.acs.transition.
+// operators torch.ops.acs.dense_layer (one dense layer with its ACS gate), torch.ops.acs.dense_block
+// (a block of them in one call), torch.ops.acs.transition and torch.ops.acs.head (the classifier).
 //
 // At batch 1 a gated layer is a few dozen small tensor operations (gathers of the live rows of the
 // weights, BN-ReLU, the dead-channel fold, GEMM, col2im, the summary update), and their per-call
@@ -9,13 +10,18 @@
 // as the tensor-operation path; acs/deploy/native/__init__.py registers their FLOP formulas so
 // that torch.utils.flop_counter counts them.
 #include <ATen/ATen.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -161,7 +167,8 @@ int64_t acs_gate_keep(const AcsGate& gate, const float* xs, int64_t n, int64_t r
 // else keep, or all), writes that decision to alive[offset:], computes the kept outputs and
 // writes them to feat[n:] (times factor, if any) and what the gates read of them to summary[n:].
 // The 3×3 conv is "dense" (w2: inputs × growth × 9, every input feeds every output; table: what a
-// dead input adds per output and kernel position) or, with in_idx, "stacked" (each output with
+// dead input adds per output and kernel position, summed in the pass that gathers the live inputs'
+// weight rows) or, with in_idx, "stacked" (each output with
 // its own group's inputs: in_idx growth × P, w2 growth × 9 × P). An optional bottleneck (w1
 // inputs × B with BN folded in, b1, c1 the dead inputs' fold) sits before it. Returns (live
 // channels after the layer, MACs executed, the gate's included).
@@ -243,20 +250,27 @@ std::tuple<int64_t, int64_t> dense_layer_impl(Tensor& feat, Tensor& summary, Ten
     macs += k * 9 * per_out * hw;
   } else {
     float* rows = scratch(2, inputs * k * 9);  // transposed (k·9) × inputs weight of the GEMM
-    for (int64_t i = 0; i < inputs; ++i) {
-      const float* src = w + (w1.has_value() ? i : channel[i]) * growth * 9;
-      for (int64_t o = 0; o < k; ++o) std::memcpy(rows + (i * k + o) * 9, src + kept[o] * 9, 9 * sizeof(float));
+    if (w1.has_value()) {
+      for (int64_t i = 0; i < inputs; ++i)
+        for (int64_t o = 0; o < k; ++o)
+          std::memcpy(rows + (i * k + o) * 9, w + (i * growth + kept[o]) * 9, 9 * sizeof(float));
+    } else {  // one pass over the input channels in order: live ones' weight rows gathered, dead ones folded
+      const bool fold = table.has_value() && !skipped.empty();
+      if (fold) constant.assign(k * 9, 0.0f);
+      for (int64_t c = 0, i = 0; c < offset; ++c) {
+        if (liveness[c]) {
+          const float* src = w + c * growth * 9;
+          for (int64_t o = 0; o < k; ++o) std::memcpy(rows + (i * k + o) * 9, src + kept[o] * 9, 9 * sizeof(float));
+          ++i;
+        } else if (fold) {
+          const float* t = table->data_ptr<float>() + c * growth * 9;
+          for (int64_t o = 0; o < k; ++o)
+            for (int64_t j = 0; j < 9; ++j) constant[o * 9 + j] += t[kept[o] * 9 + j];
+        }
+      }
     }
     gemm(k * 9, hw, inputs, rows, true, h, 0.0f, z);
     macs += inputs * k * 9 * hw;
-    if (table.has_value() && !skipped.empty()) {
-      constant.assign(k * 9, 0.0f);
-      for (int64_t d : skipped) {
-        const float* t = table->data_ptr<float>() + d * growth * 9;
-        for (int64_t o = 0; o < k; ++o)
-          for (int64_t j = 0; j < 9; ++j) constant[o * 9 + j] += t[kept[o] * 9 + j];
-      }
-    }
   }
 
   float* out = feat.data_ptr<float>() + n * hw;
@@ -280,47 +294,221 @@ std::tuple<int64_t, int64_t> dense_layer_impl(Tensor& feat, Tensor& summary, Ten
   return {n + k, macs};
 }
 
-// im2col for a grouped k×k conv into dst: (groups, C/groups·k·k, H_out·W_out), rows ordered (channel,
-// kernel row, kernel column) as the weight's flattening, zeros outside the image. Patch channel c
-// reads source row order[c] (a permutation between two groupings; identity without), so that the
-// permutation needs no pass of its own.
-ACS_VECTOR_CLONES void im2col(const float* src, int64_t channels, int64_t height, int64_t width, int64_t groups,
-                              int64_t kernel, int64_t stride, int64_t padding, const OptTensor& order, float* dst) {
+// C[r][c] (row pitch ldc) = init[r] (0 without init) + Σ_k a[k][r·stride] · b[k][c], for r < rows,
+// c < cols, ReLU'd with relu: A given by its columns (a[k], entries stride apart), B by its rows
+// (b[k]). The small products of the gates (a few dozen rows and pixels, a GEMM call per group)
+// cost BLAS more in calls and packing than in arithmetic; here they are register tiles of up to
+// R rows × 16 columns (two 8-float vectors), each output summed over k in order.
+typedef float Vec8 __attribute__((vector_size(32), aligned(4)));  // GCC/Clang vectors: 1 AVX or 2 SSE registers
+
+template <int64_t R>
+inline __attribute__((always_inline)) void gemm_tile(const float* const* a, int64_t stride, const float* const* b,
+                                                     int64_t depth, const float* init, int64_t r0, int64_t c0,
+                                                     bool relu, float* c, int64_t ldc) {
+  Vec8 acc[R][2];
+  for (int64_t i = 0; i < R; ++i) acc[i][0] = acc[i][1] = Vec8{} + (init ? init[r0 + i] : 0.0f);
+  for (int64_t k = 0; k < depth; ++k) {
+    const float* ak = a[k] + r0 * stride;
+    const Vec8 b0 = *reinterpret_cast<const Vec8*>(b[k] + c0), b1 = *reinterpret_cast<const Vec8*>(b[k] + c0 + 8);
+    for (int64_t i = 0; i < R; ++i) {
+      const float v = ak[i * stride];
+      acc[i][0] += v * b0;
+      acc[i][1] += v * b1;
+    }
+  }
+  for (int64_t i = 0; i < R; ++i)
+    for (int64_t h = 0; h < 2; ++h)
+      *reinterpret_cast<Vec8*>(c + (r0 + i) * ldc + c0 + 8 * h) = relu ? (acc[i][h] > 0.0f ? acc[i][h] : 0.0f) : acc[i][h];
+}
+
+template <int64_t R>  // R: the most rows per tile, as many as the target's vector registers hold
+inline __attribute__((always_inline)) void small_gemm_tiles(int64_t rows, int64_t cols, int64_t depth,
+                                                            const float* const* a, int64_t stride,
+                                                            const float* const* b, const float* init, bool relu,
+                                                            float* c, int64_t ldc) {
+  const int64_t full_cols = cols - cols % 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += R) {
+    const int64_t rs = std::min(R, rows - r0);
+    for (int64_t c0 = 0; c0 < full_cols; c0 += 16) {
+      switch (rs) {  // the tile's row count as a constant: its accumulators stay in registers
+        case 8: gemm_tile<R < 8 ? 1 : 8>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        case 7: gemm_tile<R < 7 ? 1 : 7>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        case 6: gemm_tile<R < 6 ? 1 : 6>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        case 5: gemm_tile<R < 5 ? 1 : 5>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        case 4: gemm_tile<4>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        case 3: gemm_tile<3>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        case 2: gemm_tile<2>(a, stride, b, depth, init, r0, c0, relu, c, ldc); break;
+        default: gemm_tile<1>(a, stride, b, depth, init, r0, c0, relu, c, ldc);
+      }
+    }
+    if (full_cols == cols) continue;
+    const int64_t cs = cols - full_cols;  // the last, partial column tile: local sums (no aliasing)
+    float acc[R][16];
+    for (int64_t i = 0; i < rs; ++i)
+      for (int64_t j = 0; j < cs; ++j) acc[i][j] = init ? init[r0 + i] : 0.0f;
+    for (int64_t k = 0; k < depth; ++k) {
+      const float* ak = a[k] + r0 * stride;
+      const float* bk = b[k] + full_cols;
+      for (int64_t i = 0; i < rs; ++i) {
+        const float v = ak[i * stride];
+        for (int64_t j = 0; j < cs; ++j) acc[i][j] += v * bk[j];
+      }
+    }
+    for (int64_t i = 0; i < rs; ++i)
+      for (int64_t j = 0; j < cs; ++j) c[(r0 + i) * ldc + full_cols + j] = relu ? std::max(acc[i][j], 0.0f) : acc[i][j];
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// Dispatched by hand rather than by target_clones: the tile height differs with the register count.
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void small_gemm_avx512(int64_t rows, int64_t cols, int64_t depth,
+                                                                            const float* const* a, int64_t stride,
+                                                                            const float* const* b, const float* init,
+                                                                            bool relu, float* c, int64_t ldc) {
+  small_gemm_tiles<8>(rows, cols, depth, a, stride, b, init, relu, c, ldc);
+}
+__attribute__((target("avx2,fma"))) void small_gemm_avx2(int64_t rows, int64_t cols, int64_t depth,
+                                                         const float* const* a, int64_t stride, const float* const* b,
+                                                         const float* init, bool relu, float* c, int64_t ldc) {
+  small_gemm_tiles<4>(rows, cols, depth, a, stride, b, init, relu, c, ldc);
+}
+#endif
+
+void small_gemm(int64_t rows, int64_t cols, int64_t depth, const float* const* a, int64_t stride,
+                const float* const* b, const float* init, bool relu, float* c, int64_t ldc) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  static const int level = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")   ? 2
+                           : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+                                                                                               : 0;
+  if (level == 2) return small_gemm_avx512(rows, cols, depth, a, stride, b, init, relu, c, ldc);
+  if (level == 1) return small_gemm_avx2(rows, cols, depth, a, stride, b, init, relu, c, ldc);
+#endif
+  small_gemm_tiles<4>(rows, cols, depth, a, stride, b, init, relu, c, ldc);
+}
+
+// out[r·ldc + q] = init[r] (0 without) + a[r] · b[q] (dot products of length depth: a's rows, depth
+// apart; b's rows, ldb apart), ReLU'd with relu: the products with fewer columns than a register
+// tile (the gates' convs on the smallest maps), summed across vector lanes.
+inline __attribute__((always_inline)) void dot_rows_body(int64_t rows, int64_t cols, int64_t depth, const float* a,
+                                                         const float* b, int64_t ldb, const float* init, bool relu,
+                                                         float* out, int64_t ldc) {
+  const int64_t full = depth - depth % 8;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t q = 0; q < cols; ++q) {
+      const float *x = a + r * depth, *y = b + q * ldb;
+      Vec8 acc{};
+      for (int64_t k = 0; k < full; k += 8)
+        acc += *reinterpret_cast<const Vec8*>(x + k) * *reinterpret_cast<const Vec8*>(y + k);
+      float sum = init ? init[r] : 0.0f;
+      for (int64_t j = 0; j < 8; ++j) sum += acc[j];
+      for (int64_t k = full; k < depth; ++k) sum += x[k] * y[k];
+      out[r * ldc + q] = relu ? std::max(sum, 0.0f) : sum;
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target("avx2,fma"))) void dot_rows_avx2(int64_t rows, int64_t cols, int64_t depth, const float* a,
+                                                       const float* b, int64_t ldb, const float* init, bool relu,
+                                                       float* out, int64_t ldc) {
+  dot_rows_body(rows, cols, depth, a, b, ldb, init, relu, out, ldc);
+}
+#endif
+
+void dot_rows(int64_t rows, int64_t cols, int64_t depth, const float* a, const float* b, int64_t ldb,
+              const float* init, bool relu, float* out, int64_t ldc) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) return dot_rows_avx2(rows, cols, depth, a, b, ldb, init, relu, out, ldc);
+#endif
+  dot_rows_body(rows, cols, depth, a, b, ldb, init, relu, out, ldc);
+}
+
+// Where each entry of a k×k conv's patches comes from, for a single-channel plane of height ×
+// width stored with one zero after it (at index height·width): (kernel row, kernel column,
+// output pixel) → index into that plane, the zero for taps in the padding. Computed once per
+// geometry and thread.
+const std::vector<int32_t>& patch_index(int64_t height, int64_t width, int64_t kernel, int64_t stride,
+                                        int64_t padding) {
+  // A deque: adding a plan keeps the references to the others valid.
+  thread_local std::deque<std::pair<std::array<int64_t, 5>, std::vector<int32_t>>> plans;
+  const std::array<int64_t, 5> key{height, width, kernel, stride, padding};
+  for (const auto& plan : plans)
+    if (plan.first == key) return plan.second;
   const int64_t out_h = (height + 2 * padding - kernel) / stride + 1;
   const int64_t out_w = (width + 2 * padding - kernel) / stride + 1;
-  const std::vector<int64_t> source = indices(order, channels);
-  // Per kernel column, the output columns [first, end) whose input column ox·stride − padding + kj
-  // lies inside the image (computed once: integer division costs more than these tiny copies).
-  std::vector<int64_t> first(kernel), end(kernel);
-  for (int64_t kj = 0; kj < kernel; ++kj) {
-    const int64_t last = width - 1 + padding - kj;
-    first[kj] = std::max<int64_t>(0, (padding - kj + stride - 1) / stride);
-    end[kj] = last < 0 ? 0 : std::min(out_w, last / stride + 1);
-  }
-  // Each output row written once: zeros outside the image, the copy inside (no zero-fill pass first).
-  for (int64_t c = 0; c < channels; ++c) {
-    const float* plane = src + source[c] * height * width;
-    for (int64_t ki = 0; ki < kernel; ++ki)
-      for (int64_t kj = 0; kj < kernel; ++kj) {
-        float* row = dst + ((c * kernel + ki) * kernel + kj) * out_h * out_w;
-        const int64_t x0 = first[kj], x1 = std::max(end[kj], x0);
-        for (int64_t oy = 0; oy < out_h; ++oy) {
-          const int64_t y = oy * stride - padding + ki;
-          float* out = row + oy * out_w;
-          if (y < 0 || y >= height) {
-            std::fill(out, out + out_w, 0.0f);
-            continue;
-          }
-          std::fill(out, out + x0, 0.0f);
-          std::fill(out + x1, out + out_w, 0.0f);
-          const float* in = plane + y * width - padding + kj;
-          if (stride == 1)
-            std::memcpy(out + x0, in + x0, (x1 - x0) * sizeof(float));
-          else
-            for (int64_t ox = x0; ox < x1; ++ox) out[ox] = in[ox * stride];
+  std::vector<int32_t> index;
+  index.reserve(kernel * kernel * out_h * out_w);
+  for (int64_t ki = 0; ki < kernel; ++ki)
+    for (int64_t kj = 0; kj < kernel; ++kj)
+      for (int64_t oy = 0; oy < out_h; ++oy)
+        for (int64_t ox = 0; ox < out_w; ++ox) {
+          const int64_t y = oy * stride - padding + ki, x = ox * stride - padding + kj;
+          const bool inside = y >= 0 && y < height && x >= 0 && x < width;
+          index.push_back(static_cast<int32_t>(inside ? y * width + x : height * width));
         }
-      }
+  plans.emplace_back(key, std::move(index));
+  return plans.back().second;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target("avx2"))) void gather_avx2(const float* plane, const int32_t* from, int64_t size, float* dst) {
+  int64_t e = 0;
+  for (; e + 8 <= size; e += 8)  // the compilers' cost models rarely choose the gather instruction themselves
+    _mm256_storeu_ps(dst + e, _mm256_i32gather_ps(plane, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from + e)), 4));
+  for (; e < size; ++e) dst[e] = plane[from[e]];
+}
+#endif
+
+// dst[e] = plane[index[e]]: a conv's patches of one channel.
+void gather(const float* plane, const std::vector<int32_t>& index, float* dst) {
+  const int32_t* from = index.data();
+  const int64_t size = static_cast<int64_t>(index.size());
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return gather_avx2(plane, from, size, dst);
+#endif
+  for (int64_t e = 0; e < size; ++e) dst[e] = plane[from[e]];
+}
+
+// A grouped k×k conv of small planes: src holds `channels` planes (height × width, each followed
+// by a zero: pitch height·width + 1); patch channel c reads plane order[c] (a permutation between
+// two groupings; identity without). weight (groups, per_out, per_in·k·k), init (per output) or
+// none. Writes out (channels_out rows, pitch out_pitch), ReLU'd with relu. Returns the output size.
+std::pair<int64_t, int64_t> small_conv(const float* src, int64_t channels, int64_t height, int64_t width,
+                                       const Tensor& weight, const float* init, int64_t kernel, int64_t stride,
+                                       int64_t padding, const OptTensor& order, bool relu, float* patches,
+                                       float* out, int64_t out_pitch) {
+  const int64_t out_h = (height + 2 * padding - kernel) / stride + 1;
+  const int64_t out_w = (width + 2 * padding - kernel) / stride + 1;
+  const int64_t pixels = out_h * out_w, taps = kernel * kernel, pitch = height * width + 1;
+  const std::vector<int32_t>& index = patch_index(height, width, kernel, stride, padding);
+  const std::vector<int64_t> source = indices(order, channels);
+  const int64_t groups = weight.size(0), per_out = weight.size(1), depth = weight.size(2);
+  const float* w = weight.data_ptr<float>();
+  if (pixels < 16) {  // too few for a register tile: patches pixel-major, one dot product per output
+    const int64_t row = channels * taps;
+    for (int64_t c = 0; c < channels; ++c) {
+      const float* plane = src + source[c] * pitch;
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t q = 0; q < pixels; ++q) patches[q * row + c * taps + t] = plane[index[t * pixels + q]];
+    }
+    for (int64_t g = 0; g < groups; ++g)
+      dot_rows(per_out, pixels, depth, w + g * per_out * depth, patches + g * depth, row,
+               init ? init + g * per_out : nullptr, relu, out + g * per_out * out_pitch, out_pitch);
+    return {out_h, out_w};
   }
+  for (int64_t c = 0; c < channels; ++c) gather(src + source[c] * pitch, index, patches + c * taps * pixels);
+  std::vector<const float*> a(depth), b(depth);
+  for (int64_t g = 0; g < groups; ++g) {
+    const float* wg = w + g * per_out * depth;
+    for (int64_t k = 0; k < depth; ++k) {
+      a[k] = wg + k;
+      b[k] = patches + (g * depth + k) * pixels;
+    }
+    small_gemm(per_out, pixels, depth, a.data(), depth, b.data(), init ? init + g * per_out : nullptr, relu,
+               out + g * per_out * out_pitch, out_pitch);
+  }
+  return {out_h, out_w};
 }
 
 // The buffers of one ACS gate (acs.deploy.gates.ACSGateExec): 1×1 reduce (input-major), grouped
@@ -337,36 +525,40 @@ struct AcsGate {
 // keep. Returns the MACs executed.
 int64_t acs_gate_keep(const AcsGate& gate, const float* xs, int64_t n, int64_t rows, int64_t cols,
                       const std::vector<int64_t>& channel, bool* keep) {
-  const Tensor &reduce = gate.reduce, &wa = gate.wa, &ba = gate.ba, &wb = gate.wb, &wh = gate.wh, &bh = gate.bh;
-  const int64_t ka = gate.ka, sa = gate.sa, pa = gate.pa, kb = gate.kb, sb = gate.sb, pb = gate.pb;
-  const int64_t width = reduce.size(1), outputs = wh.size(0);
-  float* w = scratch(0, n * width);
-  for (int64_t i = 0; i < n; ++i)
-    std::memcpy(w + i * width, reduce.data_ptr<float>() + channel[i] * width, width * sizeof(float));
-  float* h = scratch(1, width * rows * cols);
-  gemm(width, rows * cols, n, w, true, xs, 0.0f, h);
-  int64_t macs = n * width * rows * cols;
-  // conv_a (BN folded in: its bias) and ReLU
-  const int64_t ha = (rows + 2 * pa - ka) / sa + 1, wa_ = (cols + 2 * pa - ka) / sa + 1;
-  const int64_t groups_a = wa.size(0), per_a = wa.size(1), taps_a = wa.size(2);
-  float* patches = scratch(2, width * ka * ka * ha * wa_);
-  im2col(h, width, rows, cols, groups_a, ka, sa, pa, std::nullopt, patches);
-  float* a = scratch(3, width * ha * wa_);
-  for (int64_t c = 0; c < width; ++c) std::fill(a + c * ha * wa_, a + (c + 1) * ha * wa_, ba.data_ptr<float>()[c]);
-  for (int64_t g = 0; g < groups_a; ++g)
-    gemm(per_a, ha * wa_, taps_a, wa.data_ptr<float>() + g * per_a * taps_a, false, patches + g * taps_a * ha * wa_,
-         1.0f, a + g * per_a * ha * wa_);
-  relu(a, width * ha * wa_);
+  const Tensor &reduce = gate.reduce, &wa = gate.wa, &wb = gate.wb, &wh = gate.wh, &bh = gate.bh;
+  const int64_t width = reduce.size(1), outputs = wh.size(0), pixels = rows * cols;
+  // 1×1 reduce over the live rows of the input-major weight: BLAS on their copy where the map is
+  // large (measured faster from 64 pixels), else straight from the rows. Each output plane is
+  // followed by a zero, which the convs' patches read in the padding.
+  std::vector<const float*> a(n), b(n);
+  for (int64_t i = 0; i < n; ++i) {
+    a[i] = reduce.data_ptr<float>() + channel[i] * width;
+    b[i] = xs + i * pixels;
+  }
+  float* h = scratch(1, width * (pixels + 1));
+  if (pixels >= 64) {
+    float* w = scratch(0, n * width);  // (slots 0 and 5 are free until conv_b)
+    for (int64_t i = 0; i < n; ++i) std::memcpy(w + i * width, a[i], width * sizeof(float));
+    float* t = scratch(5, width * pixels);
+    gemm(width, pixels, n, w, true, xs, 0.0f, t);
+    for (int64_t c = 0; c < width; ++c) std::memcpy(h + c * (pixels + 1), t + c * pixels, pixels * sizeof(float));
+  } else {
+    small_gemm(width, pixels, n, a.data(), 1, b.data(), nullptr, false, h, pixels + 1);
+  }
+  for (int64_t c = 0; c < width; ++c) h[c * (pixels + 1) + pixels] = 0.0f;
+  int64_t macs = n * width * pixels;
+  // conv_a (BN folded in: its bias ba) and ReLU
+  const int64_t ha = (rows + 2 * gate.pa - gate.ka) / gate.sa + 1, wa_ = (cols + 2 * gate.pa - gate.ka) / gate.sa + 1;
+  float* conv_a = scratch(3, width * (ha * wa_ + 1));
+  small_conv(h, width, rows, cols, wa, gate.ba.data_ptr<float>(), gate.ka, gate.sa, gate.pa, std::nullopt, true,
+             scratch(2, width * gate.ka * gate.ka * ha * wa_), conv_a, ha * wa_ + 1);
+  for (int64_t c = 0; c < width; ++c) conv_a[c * (ha * wa_ + 1) + ha * wa_] = 0.0f;
   macs += wa.numel() * ha * wa_;
   // conv_b, reading conv_a's outputs in its own grouping's order (mid)
-  const int64_t hb = (ha + 2 * pb - kb) / sb + 1, wb_ = (wa_ + 2 * pb - kb) / sb + 1;
-  const int64_t groups_b = wb.size(0), per_b = wb.size(1), taps_b = wb.size(2);
-  patches = scratch(4, width * kb * kb * hb * wb_);
-  im2col(a, width, ha, wa_, groups_b, kb, sb, pb, gate.mid, patches);
+  const int64_t hb = (ha + 2 * gate.pb - gate.kb) / gate.sb + 1, wb_ = (wa_ + 2 * gate.pb - gate.kb) / gate.sb + 1;
   float* hp = scratch(5, width * hb * wb_);
-  for (int64_t g = 0; g < groups_b; ++g)
-    gemm(per_b, hb * wb_, taps_b, wb.data_ptr<float>() + g * per_b * taps_b, false, patches + g * taps_b * hb * wb_,
-         0.0f, hp + g * per_b * hb * wb_);
+  small_conv(conv_a, width, ha, wa_, wb, nullptr, gate.kb, gate.sb, gate.pb, gate.mid, false,
+             scratch(4, width * gate.kb * gate.kb * hb * wb_), hp, hb * wb_);
   macs += wb.numel() * hb * wb_ + wh.numel();
   // Global pool, head and threshold on a few dozen numbers: loops, not tensor calls.
   std::vector<float> pooled(width, 0.0f);
@@ -404,6 +596,50 @@ std::tuple<int64_t, int64_t> dense_layer(Tensor feat, Tensor summary, Tensor ali
   for (const Tensor* t : {&gate.reduce, &gate.wa, &gate.ba, &gate.wb, &gate.wh, &gate.bh}) check_float(*t, "gate buffers");
   return dense_layer_impl(feat, summary, alive, n, offset, reads, height, width, keep, factor, bn, w1, b1, c1, w2,
                           table, in_idx, &gate);
+}
+
+// Buffers per layer in dense_block's list, in this order (acs/deploy/dynamic.py builds it).
+constexpr int64_t kLayerBuffers = 14;
+
+// A whole dense block of one sample, one call instead of one per layer (whose dispatch and
+// TorchScript overhead costs about as much as a gated layer's arithmetic at batch 1): the block
+// input x (n × H·W, every channel live), then each layer as dense_layer with its ACS gate (or
+// none), its buffers in `buffers` (kLayerBuffers per layer: bn, w1, b1, c1, w2, table, in_idx,
+// reduce, wa, ba, mid, wb, wh, bh) and its input channel count in in_channels. reads: what the
+// gates read (kSummaryInput: no gate). Returns the live channels (n' × H·W), the liveness of all
+// `channels` of the block, and the MACs executed.
+std::tuple<Tensor, Tensor, int64_t> dense_block(const Tensor& x, int64_t height, int64_t width, int64_t reads,
+                                                int64_t channels, at::IntArrayRef in_channels,
+                                                const c10::List<std::optional<Tensor>>& buffers,
+                                                at::IntArrayRef gate_convs) {
+  check_float(x, "x");
+  const int64_t layers = static_cast<int64_t>(in_channels.size()), hw = height * width;
+  TORCH_CHECK(static_cast<int64_t>(buffers.size()) == layers * kLayerBuffers, "dense_block expects ", kLayerBuffers,
+              " buffers per layer");
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == hw && x.size(0) <= channels, "x must be channels × H·W");
+  int64_t n = x.size(0);
+  Tensor feat = at::empty({channels, hw}, x.options());
+  std::memcpy(feat.data_ptr<float>(), x.data_ptr<float>(), n * hw * sizeof(float));
+  Tensor summary = feat;  // not read without gates
+  if (reads != kSummaryInput) {
+    const int64_t per = reads == kSummarySubsampled ? ((height + 1) / 2) * ((width + 1) / 2) : 1;
+    summary = at::empty({channels, per}, x.options());
+    for (int64_t c = 0; c < n; ++c)
+      summarize(x.data_ptr<float>() + c * hw, reads, height, width, summary.data_ptr<float>() + c * per);
+  }
+  Tensor alive = at::ones({channels}, x.options().dtype(at::kBool));
+  int64_t macs = 0;
+  std::vector<OptTensor> b(kLayerBuffers);
+  for (int64_t l = 0; l < layers; ++l) {
+    for (int64_t j = 0; j < kLayerBuffers; ++j) b[j] = buffers.get(l * kLayerBuffers + j);
+    TORCH_CHECK(b[0].has_value() && b[4].has_value(), "dense_block: a layer without bn or w2");
+    const auto [live, m] = dense_layer(feat, summary, alive, n, in_channels[l], reads, height, width, std::nullopt,
+                                       std::nullopt, *b[0], b[1], b[2], b[3], *b[4], b[5], b[6], b[7], b[8], b[9],
+                                       b[10], b[11], b[12], b[13], gate_convs);
+    n = live;
+    macs += m;
+  }
+  return {feat.narrow(0, 0, n), alive, macs};
 }
 
 // A transition of one sample: BN-ReLU of the n live channels x (n × H·W; channel c live where
@@ -456,6 +692,42 @@ std::tuple<Tensor, int64_t> transition(const Tensor& x, int64_t height, int64_t 
   return {out, n * outputs * hw};
 }
 
+// The classifier of one sample: BN-ReLU of the n live channels x (n × H·W; channel c live where
+// alive[c], all without alive), global average pool, linear layer over their weight rows
+// (weight: channels × classes, input-major) with the dead channels' constant added to the bias
+// (dead_bias: channels × classes). Returns (1 × classes logits, MACs).
+std::tuple<Tensor, int64_t> head(const Tensor& x, const OptTensor& alive, const Tensor& bn, const Tensor& weight,
+                                 const Tensor& bias, const Tensor& dead_bias) {
+  for (const Tensor* t : {&x, &bn, &weight, &bias, &dead_bias}) check_float(*t, "head operands");
+  const int64_t channels = weight.size(0), classes = weight.size(1), n = x.size(0), hw = x.size(1);
+  std::vector<int64_t> channel, skipped;
+  if (alive.has_value()) {
+    TORCH_CHECK(alive->scalar_type() == at::kBool && alive->is_contiguous() && alive->numel() == channels,
+                "alive must be a contiguous bool mask of the head's inputs");
+    const bool* liveness = alive->data_ptr<bool>();
+    for (int64_t c = 0; c < channels; ++c) (liveness[c] ? channel : skipped).push_back(c);
+  } else {
+    channel = indices(std::nullopt, channels);
+  }
+  TORCH_CHECK(static_cast<int64_t>(channel.size()) == n, "alive marks ", channel.size(), " live channels, x holds ", n);
+  Tensor out = at::empty({1, classes}, x.options());
+  float* logits = out.data_ptr<float>();
+  std::memcpy(logits, bias.data_ptr<float>(), classes * sizeof(float));
+  const float* folds = dead_bias.data_ptr<float>();
+  for (int64_t d : skipped)
+    for (int64_t j = 0; j < classes; ++j) logits[j] += folds[d * classes + j];
+  const float *scale = bn.data_ptr<float>(), *shift = scale + bn.size(1), *w = weight.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = x.data_ptr<float>() + i * hw;
+    const float a = scale[channel[i]], b = shift[channel[i]];
+    float sum = 0.0f;
+    for (int64_t p = 0; p < hw; ++p) sum += std::max(row[p] * a + b, 0.0f);
+    const float pooled = sum / static_cast<float>(hw);
+    for (int64_t j = 0; j < classes; ++j) logits[j] += pooled * w[channel[i] * classes + j];
+  }
+  return {out, n * classes};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(acs, m) {
@@ -465,11 +737,17 @@ TORCH_LIBRARY(acs, m) {
       "Tensor? table, Tensor? in_idx, Tensor? reduce, Tensor? wa, Tensor? ba, Tensor? mid, Tensor? wb, Tensor? wh, "
       "Tensor? bh, int[] gate_convs) -> (int, int)");
   m.def(
+      "dense_block(Tensor x, int height, int width, int reads, int channels, int[] in_channels, Tensor?[] buffers, "
+      "int[] gate_convs) -> (Tensor, Tensor, int)");
+  m.def(
       "transition(Tensor x, int height, int width, Tensor? alive, Tensor bn, Tensor weight, Tensor dead_bias, "
       "bool pool) -> (Tensor, int)");
+  m.def("head(Tensor x, Tensor? alive, Tensor bn, Tensor weight, Tensor bias, Tensor dead_bias) -> (Tensor, int)");
 }
 
 TORCH_LIBRARY_IMPL(acs, CPU, m) {
   m.impl("dense_layer", &dense_layer);
+  m.impl("dense_block", &dense_block);
   m.impl("transition", &transition);
+  m.impl("head", &head);
 }
