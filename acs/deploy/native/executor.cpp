@@ -642,6 +642,23 @@ std::tuple<Tensor, Tensor, int64_t> dense_block(const Tensor& x, int64_t height,
   return {feat.narrow(0, 0, n), alive, macs};
 }
 
+// The live input channels (where alive[c]; all of them without alive) and the dead ones of a layer
+// with `channels` inputs, checked against the n live channels its x holds.
+std::pair<std::vector<int64_t>, std::vector<int64_t>> live_and_dead(const OptTensor& alive, int64_t channels,
+                                                                    int64_t n, const char* what) {
+  std::vector<int64_t> live, dead;
+  if (alive.has_value()) {
+    TORCH_CHECK(alive->scalar_type() == at::kBool && alive->is_contiguous() && alive->numel() == channels,
+                "alive must be a contiguous bool mask of ", what);
+    const bool* liveness = alive->data_ptr<bool>();
+    for (int64_t c = 0; c < channels; ++c) (liveness[c] ? live : dead).push_back(c);
+  } else {
+    live = indices(std::nullopt, channels);
+  }
+  TORCH_CHECK(static_cast<int64_t>(live.size()) == n, "alive marks ", live.size(), " live channels, x holds ", n);
+  return {live, dead};
+}
+
 // A transition of one sample: BN-ReLU of the n live channels x (n × H·W; channel c live where
 // alive[c], all without alive), the 1×1 conv as one GEMM over their weight rows (weight: channels ×
 // outputs, input-major) with the dead channels' constant added as a bias (dead_bias: channels ×
@@ -652,16 +669,7 @@ std::tuple<Tensor, int64_t> transition(const Tensor& x, int64_t height, int64_t 
   const int64_t channels = weight.size(0), outputs = weight.size(1), hw = height * width, n = x.size(0);
   TORCH_CHECK(x.dim() == 2 && x.size(1) == hw, "x must be channels × H·W");
   TORCH_CHECK(!pool || (height % 2 == 0 && width % 2 == 0), "2×2 pooling needs even H and W");
-  std::vector<int64_t> channel, skipped;
-  if (alive.has_value()) {
-    TORCH_CHECK(alive->scalar_type() == at::kBool && alive->is_contiguous() && alive->numel() == channels,
-                "alive must be a contiguous bool mask of the transition's inputs");
-    const bool* liveness = alive->data_ptr<bool>();
-    for (int64_t c = 0; c < channels; ++c) (liveness[c] ? channel : skipped).push_back(c);
-  } else {
-    channel = indices(std::nullopt, channels);
-  }
-  TORCH_CHECK(static_cast<int64_t>(channel.size()) == n, "alive marks ", channel.size(), " live channels, x holds ", n);
+  const auto [channel, skipped] = live_and_dead(alive, channels, n, "the transition's inputs");
   float* h = scratch(0, n * hw);
   bn_relu(x.data_ptr<float>(), n, hw, bn.data_ptr<float>(), bn.data_ptr<float>() + bn.size(1), channel, h);
   const float* w = weight.data_ptr<float>();
@@ -700,16 +708,7 @@ std::tuple<Tensor, int64_t> head(const Tensor& x, const OptTensor& alive, const 
                                  const Tensor& bias, const Tensor& dead_bias) {
   for (const Tensor* t : {&x, &bn, &weight, &bias, &dead_bias}) check_float(*t, "head operands");
   const int64_t channels = weight.size(0), classes = weight.size(1), n = x.size(0), hw = x.size(1);
-  std::vector<int64_t> channel, skipped;
-  if (alive.has_value()) {
-    TORCH_CHECK(alive->scalar_type() == at::kBool && alive->is_contiguous() && alive->numel() == channels,
-                "alive must be a contiguous bool mask of the head's inputs");
-    const bool* liveness = alive->data_ptr<bool>();
-    for (int64_t c = 0; c < channels; ++c) (liveness[c] ? channel : skipped).push_back(c);
-  } else {
-    channel = indices(std::nullopt, channels);
-  }
-  TORCH_CHECK(static_cast<int64_t>(channel.size()) == n, "alive marks ", channel.size(), " live channels, x holds ", n);
+  const auto [channel, skipped] = live_and_dead(alive, channels, n, "the head's inputs");
   Tensor out = at::empty({1, classes}, x.options());
   float* logits = out.data_ptr<float>();
   std::memcpy(logits, bias.data_ptr<float>(), classes * sizeof(float));
