@@ -1,6 +1,7 @@
 """ACS experiment entry point: `python run.py [group=option ...] [key=value ...]`, `-m` to sweep."""
 
 import logging
+import signal
 import sys
 
 import hydra
@@ -17,7 +18,7 @@ log = logging.getLogger("acs")
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
     from acs.training import distributed
-    from acs.training.app import USER_ERRORS, error_line, execute
+    from acs.training.app import USER_ERRORS, Terminated, error_line, execute
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -27,6 +28,9 @@ def main(cfg: DictConfig):
             # The multi-objective search (hparams_search=pareto) maximises accuracy, minimises FLOPs.
             return summary["final"]["test/acc1"], summary["final"]["test/flops"]
         return summary
+    except Terminated as error:  # recorded as an interrupted run; the exit status a killed process has
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except Exception as error:  # the run folder records it: summary.json, and the traceback in run.log
         if multirun:
             # Whatever it was, the rest of the sweep runs and its report lists this job as failed; the

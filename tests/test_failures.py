@@ -7,8 +7,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -210,3 +212,26 @@ def test_wandb_offline_stays_in_the_run_folder(tmp_path, monkeypatch):
     assert list(home.rglob("*")) == []
     if strace:
         assert not [line for line in trace.read_text().splitlines() if "AF_INET" in line]
+
+
+def test_a_run_stopped_by_sigterm_records_it_and_keeps_what_it_wrote(tmp_path):
+    # As a cluster's time limit or preemption stops a job: after its first epoch, mid-run.
+    command = [sys.executable, "run.py", *TINY, "trainer.max_epochs=200", f"hydra.run.dir={tmp_path}"]
+    process = subprocess.Popen(command, cwd=REPO, env=QUIET, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "checkpoints" / "last.pt"  # written whole (through a temporary file) after epoch 1
+    try:
+        deadline = time.monotonic() + 240
+        while not last.is_file() and process.poll() is None:
+            assert time.monotonic() < deadline, "no epoch recorded"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert stderr.splitlines()[-1] == "error: stopped by SIGTERM"
+    summary = _summary(tmp_path)
+    assert summary["status"] == "failed" and "SIGTERM" in summary["error"] and summary["final"]["epoch"] >= 1
+    assert (tmp_path / KEEP_RATES_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["epoch"] >= 1  # whole, and resumable

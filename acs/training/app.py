@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 from omegaconf import DictConfig
@@ -31,6 +34,31 @@ def error_line(error: BaseException) -> str:
     return " ".join(str(error).split()) if isinstance(error, USER_ERRORS) else one_line(error)
 
 
+class Terminated(BaseException):
+    """SIGTERM (a cluster's time limit or preemption, ``kill``) raised inside the run, so that it ends
+    as an interrupted run does: summary.json says so, keep_rates.png is drawn, the checkpoints already
+    written stay whole. A BaseException, as KeyboardInterrupt is: a sweep stops rather than going on."""
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turns SIGTERM into :class:`Terminated` while the block runs. Only the default disposition is
+    replaced: a launcher that handles the signal itself (submitit lets it pass to requeue) keeps its
+    handler; and Python sets handlers from the main thread only."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated("stopped by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def execute(cfg: DictConfig, output_dir: str, overrides: List[str], multirun: bool = False) -> Optional[Dict[str, Any]]:
     """Runs ``cfg.mode`` into ``output_dir``, holding the folder for the run's life; returns the
     summary. A run that fails, however, leaves a ``summary.json`` (``eval.json`` for an evaluation)
@@ -39,7 +67,8 @@ def execute(cfg: DictConfig, output_dir: str, overrides: List[str], multirun: bo
     run_dir = Path(output_dir)
     folder = claim_folder(run_dir, cfg)  # run.py's claim from before Hydra wrote, or a sweep job's own
     try:
-        return _dispatch(cfg, run_dir, overrides, multirun, folder.begin)
+        with sigterm_raises():
+            return _dispatch(cfg, run_dir, overrides, multirun, folder.begin)
     except BaseException as error:
         if not folder.begun:
             folder.abandon()
