@@ -109,6 +109,8 @@ def test_collect_jobs_natural_order_and_swept_values(sweep):
     assert [j.baseline for j in jobs] == [False, False, False, False, True, False]
     assert short_label(jobs[1].swept) == "gate=acs, beta=0.1, min=50"
     assert short_label({"optimizer.lr": "0.1", "gate.lr": "1"}) == "optimizer.lr=0.1, gate.lr=1"
+    per_seed = "multirun/s/ungated/$\\{seed\\}/checkpoints/best.pt"  # as a sweep's job overrides hold it
+    assert short_label({"init_from": per_seed, "regularizer.minimum": "30"}) == "warm-started from ungated, min=30"
 
 
 def test_collect_jobs_from_a_parent_of_sweeps_skips_wandb(tmp_path):

@@ -78,10 +78,14 @@ def envelope(points: Sequence[Tuple[float, float]]) -> List[Tuple[float, float]]
 
 
 def short_label(values: Mapping[str, str], abbreviations: Mapping[str, str] = ABBREVIATIONS) -> str:
-    """'beta=0.3, min=50': values under the last component of their keys (the last two where that clashes)."""
+    """'beta=0.3, min=50': values under the last component of their keys (the last two where that clashes);
+    a warm start by the run it starts from, not its checkpoint's path."""
     lasts = [key.rsplit(".", 1)[-1] for key in values]
     parts = []
     for (key, value), last in zip(values.items(), lasts):
+        if key == "init_from" and value != "null":
+            parts.append(_warm_start(value))
+            continue
         short = ".".join(key.split(".")[-2:]) if lasts.count(last) > 1 else abbreviations.get(last, last)
         parts.append(f"{short}={value}")
     return ", ".join(parts)
