@@ -181,11 +181,18 @@ class _DenseLayerExec(nn.Module):
         scale: Optional[Tensor] = None
         macs = 0
         if self.gate is not None:
-            assert summary is not None
-            keep, scale, macs = self.gate(summary[:n], (height + 1) // 2, (width + 1) // 2, live, plans)
+            keep, scale, macs = self.decide(summary, n, height, width, live, plans)
             alive[self.in_channels : self.in_channels + self.growth].copy_(keep)
         n, m = self.compute(feat, summary, n, height, width, LayerChannels(live, dead, keep, scale))
         return n, macs + m
+
+    def decide(
+        self, summary: Optional[Tensor], n: int, height: int, width: int, live: Optional[Tensor], plans: List[Tensor]
+    ) -> Tuple[Tensor, Optional[Tensor], int]:
+        """The gate's (keep, scale, MACs) for the ``n`` live channels' summary; the gate reads the
+        layer's input at half its resolution."""
+        assert self.gate is not None and summary is not None
+        return self.gate(summary[:n], (height + 1) // 2, (width + 1) // 2, live, plans)
 
     def compute(
         self, feat: Tensor, summary: Optional[Tensor], n: int, height: int, width: int, channels: LayerChannels
@@ -278,9 +285,8 @@ class _NativeDenseLayerExec(_DenseLayerExec):
         scale: Optional[Tensor] = None
         macs = 0
         if self.gate is not None and self.gate_reduce is None:  # a gate design without native kernel
-            assert summary is not None
             live, _ = _split(alive[: self.in_channels], self.in_channels)
-            keep, scale, macs = self.gate(summary[:n], (height + 1) // 2, (width + 1) // 2, live, plans)
+            keep, scale, macs = self.decide(summary, n, height, width, live, plans)
         n, m = torch.ops.acs.dense_layer(
             feat,
             feat if summary is None else summary,  # not read without summary (reads SUMMARY_INPUT)
