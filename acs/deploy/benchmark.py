@@ -86,6 +86,11 @@ def headline(rows: List[Dict[str, float]]) -> List[Dict[str, float]]:
     ]
 
 
+def _input(input_size: Sequence[int], batch: int) -> Tensor:
+    """The one fixed input that the DenseNet benchmark times and whose masks it counts."""
+    return torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
+
+
 def benchmark_densenet(
     gated: DenseNet, dense: DenseNet, input_size: Sequence[int], runs: int, warmup: int, batch: int = 1
 ) -> Tuple[List[dict], List[dict]]:
@@ -97,7 +102,7 @@ def benchmark_densenet(
     :func:`headline`, whose three forms are timed again in rounds of their own: between calls, the
     large activations of the masked and tensor-operation forms would evict the executors' weights
     from the caches, which a deployed executor does not see."""
-    x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
+    x = _input(input_size, batch)
     executor = to_dynamic(gated)
     modules = [
         ("dense (ungated)", dense.eval()),
@@ -115,7 +120,7 @@ def benchmark_densenet(
 
 def distinct_masks(gated: DenseNet, input_size: Sequence[int], batch: int) -> int:
     """How many different keep-mask patterns the samples of :func:`benchmark_densenet`'s input get."""
-    x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
+    x = _input(input_size, batch)
     with torch.no_grad():
         masks = gated.eval()(x).masks
     return int(torch.cat(masks, 1).unique(dim=0).shape[0]) if masks else 1
